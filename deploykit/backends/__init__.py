@@ -1,0 +1,1 @@
+"""Runners: a uniform activate / infer / deactivate interface over PyTorch, ONNX Runtime and TensorRT."""

@@ -1,0 +1,1 @@
+"""Click commands, one module each, imported by deploykit.cli only when run."""

@@ -1,0 +1,1 @@
+"""The export pipeline: torch -> ONNX (exporter strategies) -> verified simplification -> fp16 -> artifacts."""

@@ -1,0 +1,198 @@
+"""Export configs: one YAML per block or network in export_configs/, validated by a pydantic schema.
+
+A bad file is reported with the file, the field and the fix, e.g.
+`export_configs/sam.yaml: input.batch: min (8) > max (4); set min <= opt <= max`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from deploykit.errors import UserInputError
+
+CONFIG_DIR_NAME = "export_configs"
+PRECISIONS = ("fp32", "fp16")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Range(_Strict):
+    """A dimension: `opt` is the size used for export and tuning; min/max make it dynamic."""
+
+    opt: int = Field(gt=0)
+    min: int | None = Field(default=None, gt=0)
+    max: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        lo = self.min if self.min is not None else self.opt
+        hi = self.max if self.max is not None else self.opt
+        if not lo <= self.opt <= hi:
+            raise ValueError(f"min ({lo}) <= opt ({self.opt}) <= max ({hi}) does not hold; reorder the values")
+        return self
+
+    @property
+    def dynamic(self) -> bool:
+        return (self.min is not None and self.min != self.opt) or (self.max is not None and self.max != self.opt)
+
+    @property
+    def lo(self) -> int:
+        return self.min if self.min is not None else self.opt
+
+    @property
+    def hi(self) -> int:
+        return self.max if self.max is not None else self.opt
+
+
+class BatchRange(_Strict):
+    min: int = Field(default=1, gt=0)
+    opt: int = Field(default=1, gt=0)
+    max: int = Field(default=32, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.min <= self.opt <= self.max:
+            raise ValueError(f"min ({self.min}) <= opt ({self.opt}) <= max ({self.max}) does not hold; reorder the values")
+        return self
+
+
+class Source(_Strict):
+    """What to build: a registered block (or, later, a network), its constructor overrides and weights."""
+
+    block: str | None = None
+    network: str | None = None
+    variant: Literal["reference", "safe"] = "safe"
+    args: dict = Field(default_factory=dict)
+    weights: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.block is None) == (self.network is None):
+            raise ValueError("set exactly one of 'block' or 'network'")
+        return self
+
+
+class InputSpec(_Strict):
+    name: str = "input"
+    channels: int | None = Field(default=None, gt=0)
+    batch: BatchRange = Field(default_factory=BatchRange)
+    height: Range
+    width: Range
+
+
+class ToleranceSpec(_Strict):
+    atol: float = Field(ge=0)
+    rtol: float = Field(ge=0)
+    mode: Literal["elementwise", "max", "mean", "quantile"] = "elementwise"
+
+
+def _default_tolerances() -> dict[str, ToleranceSpec]:
+    return {"fp32": ToleranceSpec(atol=1e-4, rtol=1e-4), "fp16": ToleranceSpec(atol=2e-2, rtol=2e-2)}
+
+
+class ExportConfig(_Strict):
+    name: str | None = None
+    source: Source
+    input: InputSpec
+    output_name: str = "output"
+    opset: int = Field(default=18, ge=13, le=23)
+    precisions: list[Literal["fp32", "fp16"]] = Field(default_factory=lambda: ["fp32"])
+    tolerances: dict[Literal["fp32", "fp16"], ToleranceSpec] = Field(default_factory=_default_tolerances)
+    simplify: bool = True
+    exporters: list[Literal["dynamo", "torchscript"]] = Field(default_factory=lambda: ["dynamo", "torchscript"])
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not self.precisions:
+            raise ValueError("precisions is empty; list at least one of fp32, fp16")
+        if not self.exporters:
+            raise ValueError("exporters is empty; list dynamo and/or torchscript")
+        for p in self.precisions:
+            if p not in self.tolerances:
+                self.tolerances[p] = _default_tolerances()[p]
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.name or (self.source.block or self.source.network)
+
+    @property
+    def dynamic_hw(self) -> bool:
+        return self.input.height.dynamic or self.input.width.dynamic
+
+    def sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; remove it or check its spelling"
+        elif err["type"] == "missing":
+            msg = "required field is missing; add it"
+        parts.append(f"{loc}: {msg}")
+    more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
+    return f"{source}: " + "; ".join(parts) + more
+
+
+def parse_config(data, source: str = "<config>") -> ExportConfig:
+    if not isinstance(data, dict):
+        raise UserInputError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}")
+    try:
+        return ExportConfig.model_validate(data)
+    except ValidationError as exc:
+        raise UserInputError(_format_validation_error(source, exc)) from None
+
+
+def load_config(path: str | Path) -> ExportConfig:
+    """Read and validate a YAML export config."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"config '{path}' does not exist", hint="pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserInputError(f"{path}: malformed YAML{where}: {problem}", hint="fix the YAML syntax") from None
+    except UnicodeDecodeError:
+        raise UserInputError(f"{path}: not a UTF-8 text file", hint="pass a YAML export config") from None
+    return parse_config(data, str(path))
+
+
+def find_config_dir(start: Path | None = None) -> Path | None:
+    """export_configs/ in the working directory or one of its parents, else the one beside the package."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_DIR_NAME
+        if candidate.is_dir():
+            return candidate
+    packaged = Path(__file__).resolve().parents[2] / CONFIG_DIR_NAME
+    return packaged if packaged.is_dir() else None
+
+
+def default_config(block: str) -> ExportConfig:
+    """export_configs/<block>.yaml when it exists, else a config from the block's registry defaults."""
+    folder = find_config_dir()
+    if folder is not None and (folder / f"{block}.yaml").is_file():
+        return load_config(folder / f"{block}.yaml")
+    from deploykit.blocks import spec
+
+    s = spec(block)
+    c, h, w = s.input_shape()
+    return parse_config({"source": {"block": block}, "input": {"channels": c, "height": {"opt": h}, "width": {"opt": w}}},
+                        f"registry defaults of '{block}'")

@@ -1,0 +1,108 @@
+"""Exporter strategies: the dynamo exporter first, then the TorchScript exporter, each attempt recorded.
+
+Both write a single self-contained .onnx file. Dynamic axes are given once, as {input: {axis: (name, min, max)}},
+and translated for each exporter (torch.export Dims for dynamo, dynamic_axes for TorchScript). The exporters'
+own progress prints and warnings are captured into the attempt record instead of polluting stdout (which
+carries `--json` output).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXPORTERS = ("dynamo", "torchscript")
+
+# {input_name: {axis: (dim_name, min, max)}}
+DynamicAxes = dict[str, dict[int, tuple[str, int, int]]]
+
+
+@dataclass
+class ExportAttempt:
+    exporter: str
+    ok: bool
+    seconds: float
+    error: str | None = None
+    log: str = ""
+
+    def as_dict(self) -> dict:
+        return {"exporter": self.exporter, "ok": self.ok, "seconds": round(self.seconds, 3), "error": self.error}
+
+
+@dataclass
+class ExportOutcome:
+    path: Path | None
+    exporter: str | None
+    attempts: list[ExportAttempt] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.path is not None
+
+
+def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: str, input_names: list[str],
+                output_names: list[str], dynamic_axes: DynamicAxes, opset: int = 18) -> str:
+    """Export `module` with one exporter; returns the captured exporter log. Raises on failure."""
+    import logging
+
+    import torch
+
+    # torch.onnx logs a warning per missing torchvision op at first use; it is noise for deploykit's users.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    path = Path(path)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            # Positional, so the forward's argument names need not match the ONNX input names.
+            dims = tuple(
+                {axis: torch.export.Dim(dim_name, min=lo, max=hi) for axis, (dim_name, lo, hi) in dynamic_axes.get(name, {}).items()} or None
+                for name in input_names
+            )
+            program = torch.onnx.export(
+                module, example_inputs, dynamo=True, input_names=input_names, output_names=output_names,
+                dynamic_shapes=dims, opset_version=opset, optimize=True, verbose=False, report=False,
+            )
+            program.save(str(path), external_data=False)
+        elif exporter == "torchscript":
+            axes_ts = {name: {axis: dim_name for axis, (dim_name, _, _) in axes.items()} for name, axes in dynamic_axes.items()}
+            torch.onnx.export(
+                module, example_inputs, str(path), dynamo=False, input_names=input_names, output_names=output_names,
+                dynamic_axes=axes_ts, opset_version=opset, do_constant_folding=True,
+            )
+        else:
+            raise ValueError(f"unknown exporter {exporter!r}; valid: {', '.join(EXPORTERS)}")
+    return buf.getvalue()
+
+
+def export_with_fallback(module, example_inputs: tuple, path: str | Path, *, strategies=EXPORTERS,
+                         **kwargs) -> ExportOutcome:
+    """Try each exporter in order until one writes a graph that onnx can load; record every attempt."""
+    import onnx
+
+    outcome = ExportOutcome(path=None, exporter=None)
+    for exporter in strategies:
+        start = time.perf_counter()
+        try:
+            log = export_onnx(module, example_inputs, path, exporter=exporter, **kwargs)
+            onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # noqa: BLE001 - every exporter failure is recorded, then the next is tried
+            outcome.attempts.append(ExportAttempt(exporter, False, time.perf_counter() - start,
+                                                  error=_one_line(exc), log=traceback.format_exc(limit=8)))
+            Path(path).unlink(missing_ok=True)
+            continue
+        outcome.attempts.append(ExportAttempt(exporter, True, time.perf_counter() - start, log=log))
+        outcome.path, outcome.exporter = Path(path), exporter
+        break
+    return outcome
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:300]}"

@@ -1,0 +1,91 @@
+"""Parity of ONNX graphs with PyTorch on fresh seeded inputs at several shapes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from deploykit.compare import Comparison, Tolerance, compare_outputs
+
+
+def verification_shapes(config, channels: int) -> list[tuple[int, int, int, int]]:
+    """NCHW shapes to verify: batch min/opt/max at the opt size; spatial min/max and an odd size when dynamic."""
+    b, h, w = config.input.batch, config.input.height, config.input.width
+    shapes = [(b.opt, h.opt, w.opt), (b.min, h.opt, w.opt), (b.max, h.opt, w.opt)]
+    if config.dynamic_hw:
+        shapes += [(b.opt, h.lo, w.lo), (b.opt, h.hi, w.hi), (b.opt, _odd_within(h), _odd_within(w, offset=2))]
+    seen, out = set(), []
+    for n, hh, ww in shapes:
+        if (n, hh, ww) not in seen:
+            seen.add((n, hh, ww))
+            out.append((n, channels, hh, ww))
+    return out
+
+
+def _odd_within(r, offset: int = 0) -> int:
+    """An odd size inside the range, different from opt where possible (exercises odd/non-square paths)."""
+    for candidate in (r.opt + 1 + offset, r.opt - 1 - offset, r.opt + 1, r.opt - 1, r.lo, r.hi):
+        if r.lo <= candidate <= r.hi and candidate % 2 == 1:
+            return candidate
+    return r.opt
+
+
+def make_input(shape, seed: int, scale: float = 1.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+@dataclass
+class ShapeParity:
+    shape: tuple
+    comparison: Comparison
+
+    def as_dict(self) -> dict:
+        c = self.comparison
+        return {"shape": list(self.shape), "passed": bool(c), "max_abs": c.max_abs, "max_rel": c.max_rel,
+                "cosine": min((o.cosine for o in c.outputs), default=float("nan")),
+                "reason": "; ".join(o.reason for o in c.outputs if o.reason)}
+
+
+@dataclass
+class ParityReport:
+    label: str
+    tolerance: Tolerance
+    shapes: list[ShapeParity] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.shapes) and all(s.comparison for s in self.shapes)
+
+    @property
+    def max_abs(self) -> float:
+        return max((s.comparison.max_abs for s in self.shapes), default=float("nan"))
+
+    @property
+    def max_rel(self) -> float:
+        return max((s.comparison.max_rel for s in self.shapes), default=float("nan"))
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "passed": bool(self), "atol": self.tolerance.atol, "rtol": self.tolerance.rtol,
+                "mode": self.tolerance.mode, "max_abs": self.max_abs, "max_rel": self.max_rel,
+                "min_passing_atol": self.max_abs, "min_passing_rtol": self.max_rel,
+                "shapes": [s.as_dict() for s in self.shapes]}
+
+
+def torch_outputs(module, x: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        out = module(torch.from_numpy(x))
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return {name: o.float().numpy() for name, o in zip(output_names, outs)}
+
+
+def check_parity(label: str, runner, input_name: str, expected_by_shape: dict, tol: Tolerance,
+                 inputs_by_shape: dict) -> ParityReport:
+    """Run `runner` on the stored inputs and compare with the stored expected outputs."""
+    report = ParityReport(label, tol)
+    for shape, x in inputs_by_shape.items():
+        actual = runner.infer({input_name: x})
+        report.shapes.append(ShapeParity(shape, compare_outputs(expected_by_shape[shape], actual, tol)))
+    return report
