@@ -88,6 +88,8 @@ BLOCKS: dict[str, BlockSpec] = {
             safe="CBAMSafe",
             defaults={"gate_channels": 64, "reduction_ratio": 16},
             channels_arg="gate_channels",
+            key_layouts=("timm CbamModule (channel.fc1/fc2 1x1 convs, spatial.conv.conv/bn, mean-first pool)",),
+            notes="pool_types may add 'lp' and 'lse' to ('avg', 'max'); no_spatial=True drops the spatial gate.",
         ),
         BlockSpec(
             name="bam",
@@ -100,6 +102,8 @@ BLOCKS: dict[str, BlockSpec] = {
             safe="BAMSafe",
             defaults={"gate_channel": 64},
             channels_arg="gate_channel",
+            notes="Official code raises NameError on construction and pools an H x H window (H == W only); "
+                  "the reference fixes both, equal to the official output whenever H == W.",
         ),
         BlockSpec(
             name="gsop",

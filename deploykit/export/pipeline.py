@@ -189,8 +189,11 @@ def run_export(config: ExportConfig, out_dir: str | Path = "models", *, force: b
     work = Path(tempfile.mkdtemp(prefix=".deploykit-export-", dir=out_dir))
     try:
         _run_stages(status, config, work, out_dir, model_names, versions, progress)
-    except (CheckFailed, UserInputError) as exc:
+    except CheckFailed as exc:
         status.error = exc.one_line()
+    except UserInputError as exc:
+        status.error = exc.one_line()
+        raise  # unusable input: exit 2 once the report is written
     finally:
         shutil.rmtree(work, ignore_errors=True)
         try:

@@ -14,7 +14,8 @@ def verification_shapes(config, channels: int) -> list[tuple[int, int, int, int]
     b, h, w = config.input.batch, config.input.height, config.input.width
     shapes = [(b.opt, h.opt, w.opt), (b.min, h.opt, w.opt), (b.max, h.opt, w.opt)]
     if config.dynamic_hw:
-        shapes += [(b.opt, h.lo, w.lo), (b.opt, h.hi, w.hi), (b.opt, _odd_within(h), _odd_within(w, offset=2))]
+        odd_h = _odd_within(h)
+        shapes += [(b.opt, h.lo, w.lo), (b.opt, h.hi, w.hi), (b.opt, odd_h, _odd_within(w, avoid=odd_h))]
     seen, out = set(), []
     for n, hh, ww in shapes:
         if (n, hh, ww) not in seen:
@@ -23,12 +24,12 @@ def verification_shapes(config, channels: int) -> list[tuple[int, int, int, int]
     return out
 
 
-def _odd_within(r, offset: int = 0) -> int:
-    """An odd size inside the range, different from opt where possible (exercises odd/non-square paths)."""
-    for candidate in (r.opt + 1 + offset, r.opt - 1 - offset, r.opt + 1, r.opt - 1, r.lo, r.hi):
-        if r.lo <= candidate <= r.hi and candidate % 2 == 1:
-            return candidate
-    return r.opt
+def _odd_within(r, avoid: int | None = None) -> int:
+    """An odd size inside the range, not `avoid` where possible (exercises odd and non-square paths)."""
+    candidates = [c for c in (r.opt + 1, r.opt - 1, r.opt + 3, r.opt - 3, r.lo, r.hi, r.lo + 1, r.hi - 1)
+                  if r.lo <= c <= r.hi and c % 2 == 1]
+    preferred = [c for c in candidates if c != avoid]
+    return (preferred or candidates or [r.opt])[0]
 
 
 def make_input(shape, seed: int, scale: float = 1.0) -> np.ndarray:

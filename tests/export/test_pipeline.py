@@ -1,0 +1,265 @@
+"""The export pipeline: configs, fallbacks, verified simplification, fp16, atomic artifacts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from deploykit.export import pipeline
+from deploykit.export.config import find_config_dir, load_config
+from deploykit.repository import sha256_file
+from tests.conftest import SMALL
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+# --- configs -------------------------------------------------------------------------------------------
+
+def write(tmp_path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = """
+source: {block: se, args: {channels: 32}}
+input: {channels: 32, batch: {min: 1, opt: 2, max: 4}, height: {opt: 10}, width: {opt: 12}}
+precisions: [fp32]
+"""
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("source: {block: se\ninput: [", "malformed YAML at line"),
+    (GOOD + "colour: blue\n", "colour: unknown field"),
+    ("input: {height: {opt: 8}, width: {opt: 8}}\n", "source: required field is missing"),
+    (GOOD.replace("min: 1, opt: 2, max: 4", "min: 8, opt: 2, max: 4"), "input.batch: min (8) <= opt (2) <= max (4)"),
+    (GOOD.replace("height: {opt: 10}", "height: {opt: 0}"), "input.height.opt: Input should be greater than 0"),
+    (GOOD.replace("width: {opt: 12}", "width: {opt: 12, min: 20}"), "input.width: min (20) <= opt (12)"),
+    (GOOD.replace("precisions: [fp32]", "precisions: [fp8]"), "precisions.0"),
+    ("- just\n- a list\n", "top level must be a mapping"),
+])
+def test_bad_configs_name_file_field_and_fix(cli, tmp_path, text, needle):
+    path = write(tmp_path, text)
+    result = cli("export", "--config", str(path), "--out", str(tmp_path / "m"))
+    assert result.exit_code == 2, result.stderr
+    assert str(path) in result.stderr and needle in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "m" / "se").exists()
+
+
+def test_channels_that_do_not_fit_the_block(cli, tmp_path):
+    path = write(tmp_path, GOOD.replace("input: {channels: 32", "input: {channels: 48"))
+    result = cli("export", "--config", str(path), "--out", str(tmp_path / "m"))
+    assert result.exit_code == 2
+    assert "input.channels is 48" in result.stderr and "set input.channels to 32" in result.stderr
+
+
+def test_unwritable_output_directory(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = cli("export", "--block", "se", "--out", str(blocker / "models"), *SMALL)
+    assert result.exit_code == 2 and "not writable" in result.stderr
+
+
+def test_every_shipped_config_is_valid():
+    folder = find_config_dir(REPO)
+    configs = sorted(folder.glob("*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = load_config(path)
+        assert cfg.model_name == path.stem
+        assert set(cfg.precisions) == {"fp32", "fp16"}
+
+
+# --- flags, artifacts, versions ------------------------------------------------------------------------
+
+def test_flags_override_the_config_and_reach_the_artifacts(cli, tmp_path):
+    result = cli("export", "--block", "sam", "--out", str(tmp_path), "--json", "--opset", "17", "--batch", "1:2:6",
+                 "--size", "12x10", "--dynamic-hw", "--precision", "fp32", "--precision", "fp16")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    out = result.json()
+    manifest = json.loads(Path(out["manifest"]).read_text())
+    cfg = manifest["config"]
+    assert cfg["opset"] == 17 and cfg["input"]["batch"] == {"min": 1, "opt": 2, "max": 6}
+    assert cfg["input"]["height"] == {"opt": 12, "min": 6, "max": 24}
+    model = onnx.load(out["onnx"])
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {17}
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert [d.HasField("dim_value") for d in dims] == [False, True, False, False]
+    shapes = [tuple(s["shape"]) for s in out["parity"]["fp32"]["shapes"]]
+    assert (2, 64, 6, 5) in shapes and (2, 64, 24, 20) in shapes, "min and max spatial sizes verified"
+    assert any(h % 2 and w % 2 and h != w for _, _, h, w in shapes), "an odd non-square size verified"
+    pbtxt = (tmp_path / "sam" / "config.pbtxt").read_text()
+    assert "max_batch_size: 6" in pbtxt and "dims: [ 64, -1, -1 ]" in pbtxt and 'platform: "onnxruntime_onnx"' in pbtxt
+
+
+def test_fp16_is_a_separate_model_with_fp32_io(cli, tmp_path):
+    result = cli("export", "--block", "se", "--out", str(tmp_path), "--json", *SMALL, "--precision", "fp32",
+                 "--precision", "fp16")
+    out = result.json()
+    assert result.exit_code == 0 and {a["model"] for a in out["artifacts"]} == {"se", "se_fp16"}
+    half = onnx.load(str(tmp_path / "se_fp16" / "1" / "model.onnx"))
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in half.graph.initializer)
+    p16 = out["parity"]["fp16"]
+    assert p16["passed"] and p16["min_passing_atol"] == p16["max_abs"] > 0
+    assert 'name: "se_fp16"' in (tmp_path / "se_fp16" / "config.pbtxt").read_text()
+
+
+def test_existing_model_needs_force_or_new_version(cli, tmp_path):
+    args = ("export", "--block", "se", "--out", str(tmp_path), "--json", *SMALL, "--precision", "fp32")
+    assert cli(*args).exit_code == 0
+    onnx_path = tmp_path / "se" / "1" / "model.onnx"
+    before = onnx_path.read_bytes()
+    result = cli(*args)
+    assert result.exit_code == 2 and "--force" in result.stderr and "--new-version" in result.stderr
+    assert onnx_path.read_bytes() == before
+    assert cli(*args, "--new-version").exit_code == 0
+    assert (tmp_path / "se" / "2" / "model.onnx").is_file() and onnx_path.read_bytes() == before
+    assert cli(*args, "--force").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "se").iterdir() if p.is_dir()) == ["1", "2"]
+    assert not list(tmp_path.rglob(".staging-*")) and not list(tmp_path.glob(".deploykit-export-*"))
+
+
+# --- failures on purpose ------------------------------------------------------------------------------
+
+def test_dynamo_failure_falls_back_to_torchscript(cli, tmp_path, monkeypatch):
+    from deploykit.export import exporters
+
+    real = exporters.export_onnx
+
+    def broken_dynamo(*args, exporter, **kwargs):
+        if exporter == "dynamo":
+            raise RuntimeError("simulated dynamo failure")
+        return real(*args, exporter=exporter, **kwargs)
+
+    monkeypatch.setattr(exporters, "export_onnx", broken_dynamo)
+    result = cli("export", "--block", "se", "--out", str(tmp_path), "--json", *SMALL)
+    out = result.json()
+    assert result.exit_code == 0 and out["exporter"] == "torchscript"
+    assert [(a["exporter"], a["ok"]) for a in out["attempts"]] == [("dynamo", False), ("torchscript", True)]
+    assert "simulated dynamo failure" in out["attempts"][0]["error"]
+    report = Path(out["report"]).read_text()
+    assert "simulated dynamo failure" in report and "| export | fallback |" in report
+
+
+def test_every_exporter_failing_writes_nothing_and_reports(cli, tmp_path, monkeypatch):
+    from deploykit.export import exporters
+
+    def broken(*args, exporter, **kwargs):
+        raise RuntimeError(f"simulated {exporter} failure")
+
+    monkeypatch.setattr(exporters, "export_onnx", broken)
+    result = cli("export", "--block", "se", "--out", str(tmp_path), "--json", *SMALL)
+    out = result.json()
+    assert result.exit_code == 1 and out["passed"] is False and out["first_failed_stage"] == "export"
+    assert not list(tmp_path.rglob("model.onnx"))
+    report = Path(out["report"]).read_text()
+    assert "simulated dynamo failure" in report and "simulated torchscript failure" in report
+
+
+def _perturbing_simplifier(model):
+    """A 'simplifier' that changes the outputs slightly: multiplies the graph output by 1.001."""
+    from onnx import helper
+
+    from deploykit.export.simplify import SimplifyResult
+
+    m = onnx.ModelProto.FromString(model.SerializeToString())
+    out = m.graph.output[0].name
+    m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.001, dtype=np.float32), "scale_bug"))
+    for node in m.graph.node:
+        for i, name in enumerate(node.output):
+            if name == out:
+                node.output[i] = "pre_scale"
+    m.graph.node.append(helper.make_node("Mul", ["pre_scale", "scale_bug"], [out]))
+    return SimplifyResult(m, True, None, len(model.graph.node), len(m.graph.node))
+
+
+def test_simplifier_that_changes_outputs_is_rejected(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr("deploykit.export.simplify.simplify", _perturbing_simplifier)
+    result = cli("export", "--block", "se", "--out", str(tmp_path), "--json", *SMALL)
+    out = result.json()
+    assert result.exit_code == 0 and out["simplified"] is False
+    stage = next(s for s in out["stages"] if s["name"] == "simplify")
+    assert stage["status"] == "fallback" and "changed the outputs" in stage["detail"]
+    assert not any(n.op_type == "Mul" and "scale_bug" in n.input for n in onnx.load(out["onnx"]).graph.node)
+
+
+def test_simplifier_crash_keeps_the_unsimplified_graph(cli, tmp_path, monkeypatch):
+    def crash(model, **kwargs):
+        raise RuntimeError("simulated onnxsim crash")
+
+    monkeypatch.setattr("onnxsim.simplify", crash)
+    result = cli("export", "--block", "se", "--out", str(tmp_path), "--json", *SMALL)
+    out = result.json()
+    stage = next(s for s in out["stages"] if s["name"] == "simplify")
+    assert result.exit_code == 0 and stage["status"] == "fallback" and "simulated onnxsim crash" in stage["detail"]
+
+
+def test_parity_failure_writes_nothing(cli, tmp_path, monkeypatch):
+    """If the ONNX graph disagrees with PyTorch (here: a wrong reference), no artifact is written."""
+    from deploykit.export import verify
+
+    real = verify.torch_outputs
+    monkeypatch.setattr(verify, "torch_outputs", lambda m, x, names: {k: v + 1.0 for k, v in real(m, x, names).items()})
+    result = cli("export", "--block", "se", "--out", str(tmp_path), "--json", *SMALL)
+    assert result.exit_code == 1 and result.json()["passed"] is False
+    assert not list(tmp_path.rglob("model.onnx")) and (tmp_path / "se" / "export_report.md").is_file()
+
+
+def test_interrupt_while_writing_keeps_the_old_model(cli, tmp_path, monkeypatch):
+    args = ("export", "--block", "se", "--out", str(tmp_path), *SMALL, "--precision", "fp32")
+    assert cli(*args).exit_code == 0
+    good = (tmp_path / "se" / "1" / "model.onnx").read_bytes()
+
+    def interrupted_save(model, path, *a, **k):
+        Path(path).write_bytes(model.SerializeToString()[:100])  # half a file, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(onnx, "save", interrupted_save)
+    result = cli(*args, "--force")
+    assert result.exit_code == 130 and "interrupted" in result.stderr
+    assert (tmp_path / "se" / "1" / "model.onnx").read_bytes() == good
+    assert not list(tmp_path.rglob(".staging-*")) and not list(tmp_path.glob(".deploykit-export-*"))
+
+
+def test_kill_during_export_never_leaves_a_half_written_model(tmp_path):
+    """SIGKILL at several moments of `export --force`: the model on disk is always whole and matches its
+    manifest (either the old one or the new one)."""
+    base = [sys.executable, "-m", "deploykit", "export", "--block", "se", "--out", str(tmp_path), *SMALL,
+            "--precision", "fp32"]
+    subprocess.run(base, check=True, capture_output=True, timeout=300)
+    for delay in (1.0, 3.0, 5.0):
+        proc = subprocess.Popen(base + ["--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        model = tmp_path / "se" / "1" / "model.onnx"
+        manifest = json.loads((tmp_path / "se" / "1" / "deploykit.json").read_text())
+        assert manifest["onnx"]["sha256"] == sha256_file(model)
+        onnx.checker.check_model(str(model), full_check=True)
+
+
+# --- the shipped configs, as users run them -------------------------------------------------------------
+
+SHIPPED = sorted(p.stem for p in (REPO / "export_configs").glob("*.yaml"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_exports_fp32_and_fp16(cli, tmp_path, name):
+    result = cli("export", "--config", str(REPO / "export_configs" / f"{name}.yaml"), "--out", str(tmp_path), "--json")
+    assert result.exit_code == 0, result.stdout[-2000:] + result.stderr
+    out = result.json()
+    assert out["parity"]["fp32"]["passed"] and out["parity"]["fp16"]["passed"]
+    for artifact in out["artifacts"]:
+        assert os.path.isfile(artifact["onnx"]) and os.path.isfile(artifact["config_pbtxt"])
