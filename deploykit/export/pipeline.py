@@ -294,6 +294,10 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
             result = simplify(raw)
             if not result.ok:
                 st.status, st.detail = "fallback", f"onnxsim failed ({result.error}); kept the unsimplified graph"
+            elif _same_computation(result.model, raw):
+                # Nothing changed: the graph already verified above is the simplified graph.
+                status.simplified = True
+                st.status, st.detail = "ok", "onnxsim left the graph unchanged"
             else:
                 with OrtRunner(result.model.SerializeToString()) as runner:
                     sim_parity = check_parity("simplified vs pytorch", runner, inp.name, expected, tol32, inputs)
@@ -352,6 +356,20 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
         raise CheckFailed(f"{', '.join(failed)} graph failed parity with PyTorch "
                           f"(max abs {status.parity[failed[0]].max_abs:.3g}); it was not written",
                           hint="loosen its tolerance in the config only if the error is acceptable")
+
+
+def _same_computation(a, b) -> bool:
+    """Same nodes, weights and I/O; annotations (node metadata, value_info, doc strings) may differ."""
+    ga, gb = a.graph, b.graph
+
+    def ops(graph):
+        return [(n.op_type, n.domain, list(n.input), list(n.output), list(n.attribute)) for n in graph.node]
+
+    def io(values):
+        return [(v.name, v.type) for v in values]
+
+    return (ops(ga) == ops(gb) and list(ga.initializer) == list(gb.initializer)
+            and io(ga.input) == io(gb.input) and io(ga.output) == io(gb.output))
 
 
 def _write_model(graph, precision, model_name, version, out_dir, config, mods, status, timings) -> Artifact:
