@@ -1,4 +1,4 @@
-"""`deploykit export`: a block (or a config file) to verified ONNX in the model repository."""
+"""`deploykit export`: a block, a network (or a config file) to verified ONNX in the model repository."""
 
 from __future__ import annotations
 
@@ -29,19 +29,29 @@ def _parse_size(value: str) -> tuple[int, int]:
     return h, w
 
 
-def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights, no_simplify):
-    """The export config: the file (or the block's default), then the flags on top."""
+def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights, no_simplify,
+                 model=None):
+    """The export config: the file (or the block's or network's default), then the flags on top."""
     from deploykit.export.config import default_config, load_config, parse_config
 
+    if block and model:
+        raise click.UsageError("--block and --model exclude each other; pass one of them")
     if config_path:
         config = load_config(config_path)
         if block and config.source.block and block != config.source.block:
             raise UserInputError(f"--block {block} contradicts the config's block '{config.source.block}'",
                                  hint="pass only one of them")
+        if model and config.source.network != model:
+            raise UserInputError(f"--model {model} contradicts the config's source "
+                                 f"'{config.source.network or config.source.block}'", hint="pass only one of them")
     elif block:
         config = default_config(block)
+    elif model:
+        from deploykit.networks import default_config as network_config
+
+        config = network_config(model)
     else:
-        raise click.UsageError("pass --block NAME or --config FILE")
+        raise click.UsageError("pass --block NAME, --model NAME or --config FILE")
     data = config.model_dump(mode="json")
     if variant:
         data["source"]["variant"] = variant
@@ -63,11 +73,13 @@ def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, pr
         data["precisions"] = list(dict.fromkeys(precisions))
     if no_simplify:
         data["simplify"] = False
-    return parse_config(data, config_path or f"defaults of '{block}' with flags")
+    return parse_config(data, config_path or f"defaults of '{block or model}' with flags")
 
 
 @click.command("export")
 @click.option("--block", help="Registered block name (see `deploykit list`).")
+@click.option("--model", "model", help="Registered network name (see `deploykit list`); default config "
+                                       "export_configs/<model>.yaml.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Export config YAML (default: export_configs/<block>.yaml).")
 @click.option("--variant", type=click.Choice(["safe", "reference"]), help="Export-safe twin (default) or the reference.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Local checkpoint to load (the authors' layout).")
@@ -81,16 +93,17 @@ def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, pr
 @click.option("--force", is_flag=True, help="Replace the latest version of an existing model.")
 @click.option("--new-version", is_flag=True, help="Write a new version directory beside the existing ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress output).")
-def export(block, config_path, variant, weights, out_dir, opset, batch, size, dynamic_hw, precisions, no_simplify,
-           force, new_version, as_json):
-    """Export a block to ONNX, simplify it with onnxsim, and verify every graph against PyTorch before writing
-    it to the model repository (Triton layout)."""
+def export(block, model, config_path, variant, weights, out_dir, opset, batch, size, dynamic_hw, precisions,
+           no_simplify, force, new_version, as_json):
+    """Export a block or network to ONNX, simplify it with onnxsim, and verify every graph against PyTorch
+    before writing it to the model repository (Triton layout)."""
     from deploykit.export.pipeline import run_export
     from deploykit.progress import Progress
 
     if force and new_version:
         raise click.UsageError("--force and --new-version exclude each other")
-    config = build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights, no_simplify)
+    config = build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights, no_simplify,
+                          model=model)
     status = run_export(config, out_dir, force=force, new_version=new_version,
                         progress=Progress("quiet" if as_json else None))
     if as_json:
@@ -108,6 +121,10 @@ def _print_summary(status) -> None:
     from rich.table import Table
 
     console = Console()
+    if not status.parity:
+        if status.report_path:
+            console.print(f"report {status.report_path}")
+        return
     table = Table(title=f"export {status.config.model_name}: {'PASSED' if status.passed else 'FAILED'}")
     for col in ("precision", "check", "passed", "max abs", "max rel", "shapes"):
         table.add_column(col)

@@ -2,8 +2,13 @@
 
 fp16 weights and activations, fp32 inputs and outputs by default (Cast nodes at the boundary), and an fp32
 keep-list for the ops whose fp16 versions lose range or precision: reductions that sum many values, softmax,
-normalisations, exp/log. This is the graph TensorRT 11 needs for fp16 engines (strongly typed networks take
-precision from the graph; there is no FP16 builder flag).
+normalisations, exp/log. Individual nodes can be kept too (`fp32_nodes`: the export pipeline passes the
+producers and readers of tensors whose measured fp32 range leaves fp16). This is the graph TensorRT 11 needs
+for fp16 engines (strongly typed networks take precision from the graph; there is no FP16 builder flag).
+
+Two converter quirks are handled around the call, not inside the graph logic: an initializer shared between a
+kept node and an fp16 node would get a single type (so kept nodes get their own copy first), and a graph
+output produced by a kept node would be re-declared fp16 (so it is cast back to fp32 when I/O stays fp32).
 """
 
 from __future__ import annotations
@@ -21,10 +26,61 @@ def convert_to_fp16(model, *, keep_io_types: bool = True, fp32_ops=DEFAULT_FP32_
     """Return an fp16 copy of `model` (onnx.ModelProto), keeping `fp32_ops` and the named nodes in fp32."""
     import warnings
 
+    import onnx
     from onnxconverter_common import float16
 
+    fp32_nodes = list(fp32_nodes)
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    declared = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    if fp32_nodes:
+        _private_initializers(model, set(fp32_nodes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the converter warns about every clamped tiny initializer
-        return float16.convert_float_to_float16(
-            model, keep_io_types=keep_io_types, op_block_list=list(fp32_ops), node_block_list=list(fp32_nodes),
+        half = float16.convert_float_to_float16(
+            model, keep_io_types=keep_io_types, op_block_list=list(fp32_ops), node_block_list=fp32_nodes,
         )
+    if keep_io_types:
+        _restore_output_types(half, declared)
+    return half
+
+
+def _private_initializers(model, kept: set[str]) -> None:
+    """Give kept nodes their own copy of initializers that fp16 nodes also read."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    readers: dict[str, set[bool]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name in inits:
+                readers.setdefault(name, set()).add((node.name or node.output[0]) in kept)
+    for node in graph.node:
+        if (node.name or node.output[0]) not in kept:
+            continue
+        for i, name in enumerate(node.input):
+            if name in inits and readers[name] == {True, False}:
+                copy_name = f"{name}__fp32"
+                if copy_name not in inits:
+                    copy = type(inits[name])()
+                    copy.CopyFrom(inits[name])
+                    copy.name = copy_name
+                    graph.initializer.append(copy)
+                    inits[copy_name] = copy
+                node.input[i] = copy_name
+
+
+def _restore_output_types(model, declared: dict[str, int]) -> None:
+    """Cast any graph output the converter re-declared back to its original (fp32) type."""
+    from onnx import helper
+
+    graph = model.graph
+    for out in graph.output:
+        want = declared.get(out.name)
+        have = out.type.tensor_type.elem_type
+        if want is None or want == have:
+            continue
+        inner = f"{out.name}__as_converted"
+        for node in graph.node:
+            node.output[:] = [inner if o == out.name else o for o in node.output]
+            node.input[:] = [inner if i == out.name else i for i in node.input]
+        graph.node.append(helper.make_node("Cast", [inner], [out.name], to=want, name=f"{out.name}__restore_type"))
+        out.type.tensor_type.elem_type = want

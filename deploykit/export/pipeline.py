@@ -67,6 +67,7 @@ class ExportStatus:
     artifacts: list[Artifact] = field(default_factory=list)
     error: str | None = None
     report_path: Path | None = None
+    fp16_keep_nodes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -269,6 +270,16 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
         st.status, st.detail = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         timed(st, t0)
         raise CheckFailed(f"the exported graph fails the ONNX checker: {st.detail}") from None
+    # An exporter may silently specialise an axis that was asked to be dynamic (a module that reads sizes
+    # from the tensor): the graph would reject every other size.
+    dims = raw.graph.input[0].type.tensor_type.shape.dim
+    frozen = [dyn[axis][0] for axis in dyn if axis < len(dims) and dims[axis].HasField("dim_value")]
+    if frozen:
+        st.status = "failed"
+        st.detail = f"{outcome.exporter} fixed the dynamic axes {', '.join(frozen)} to the example's sizes"
+        timed(st, t0)
+        raise CheckFailed(f"the exported graph is not dynamic in {', '.join(frozen)}: the module reads sizes "
+                          "from its input", hint="export the export-safe variant (--variant safe) or drop the dynamic range")
     st.status = "ok"
     timed(st, t0)
 
@@ -283,7 +294,7 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
     with progress.stage("verify the exported graph against PyTorch") as ps:
         with OrtRunner(raw.SerializeToString()) as runner:
             raw_parity = check_parity("onnx vs pytorch", runner, inp.name, expected, tol32, inputs)
-            raw_outputs = {s: runner.infer({inp.name: x}) for s, x in inputs.items()}
+        raw_outputs = {sp.shape: sp.outputs or {} for sp in raw_parity.shapes}
         ps.detail = f"max abs {raw_parity.max_abs:.2e}"
         ps.outcome = "ok" if raw_parity else "failed"
     chosen, chosen_parity = raw, raw_parity
@@ -329,11 +340,19 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
         st, t0 = status.stage("fp16"), time.perf_counter()
         tol16 = Tolerance(**config.tolerances["fp16"].model_dump())
         with progress.stage("convert to fp16 and verify") as ps:
-            half = convert_to_fp16(chosen)
-            with OrtRunner(half.SerializeToString()) as runner:
-                parity16 = check_parity("fp16 onnx vs fp32 pytorch", runner, inp.name, expected, tol16, inputs)
+            try:
+                keep = _fp16_keep_nodes(chosen, work, inp.name, inputs[shapes[0]])
+                half = convert_to_fp16(chosen, fp32_nodes=keep)
+                status.fp16_keep_nodes = keep
+                with OrtRunner(half.SerializeToString()) as runner:
+                    parity16 = check_parity("fp16 onnx vs fp32 pytorch", runner, inp.name, expected, tol16, inputs)
+            except Exception as exc:  # noqa: BLE001 - a converter or runtime failure fails this precision only
+                st.status, st.detail = "failed", f"fp16 conversion failed: {type(exc).__name__}: {str(exc)[:300]}"
+                timed(st, t0)
+                raise CheckFailed(st.detail, hint="export fp32 only (--precision fp32) or see the export report") from None
             status.parity["fp16"] = parity16
-            ps.detail = f"max abs {parity16.max_abs:.2e}, max rel {parity16.max_rel:.2e}"
+            ps.detail = (f"max abs {parity16.max_abs:.2e}, max rel {parity16.max_rel:.2e}"
+                         + (f"; {len(keep)} nodes kept in fp32 for range" if keep else ""))
             ps.outcome = "ok" if parity16 else "failed"
         st.status, st.detail = ("ok" if parity16 else "failed"), ps.detail
         timed(st, t0)
@@ -356,6 +375,25 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
         raise CheckFailed(f"{', '.join(failed)} graph failed parity with PyTorch "
                           f"(max abs {status.parity[failed[0]].max_abs:.3g}); it was not written",
                           hint="loosen its tolerance in the config only if the error is acceptable")
+
+
+def _fp16_keep_nodes(model, work: Path, input_name: str, x) -> list[str]:
+    """Nodes to keep in fp32: producers and readers of tensors whose fp32 values leave the fp16 range.
+
+    ONNX Runtime on CPU computes some fp16 ops in fp32 internally and so hides an overflow that TensorRT,
+    which holds every tensor in its declared type, would turn into Inf; measuring the fp32 graph's
+    intermediate ranges catches it before conversion.
+    """
+    import onnx
+
+    from deploykit.validate.fp16 import keep_list, scan
+    from deploykit.validate.graphinfo import inspect_model
+    from deploykit.validate.inputs import Feed
+
+    path = work / "fp32_for_ranges.onnx"
+    onnx.save(model, str(path))
+    found, _ = scan(path, inspect_model(model), Feed("x".join(map(str, x.shape)), {input_name: x}))
+    return keep_list(found)
 
 
 def _same_computation(a, b) -> bool:
@@ -418,6 +456,7 @@ def _write_model(graph, precision, model_name, version, out_dir, config, mods, s
                 "max": shape_of(b.max, config.input.height.hi, config.input.width.hi)}},
             "parity": {p: r.as_dict() for p, r in status.parity.items() if p in ("fp32", precision)},
             "export_attempts": [a.as_dict() for a in status.attempts],
+            "fp16_keep_nodes": status.fp16_keep_nodes if precision == "fp16" else None,
             "timings_s": {k: round(v, 3) for k, v in timings.items()},
             "versions": _library_versions(),
         }

@@ -263,3 +263,40 @@ def test_every_shipped_config_exports_fp32_and_fp16(cli, tmp_path, name):
     assert out["parity"]["fp32"]["passed"] and out["parity"]["fp16"]["passed"]
     for artifact in out["artifacts"]:
         assert os.path.isfile(artifact["onnx"]) and os.path.isfile(artifact["config_pbtxt"])
+
+
+def test_fp16_keep_list_keeps_overflowing_tensors_in_fp32(tmp_path):
+    """x*1e5/1e5 overflows fp16 in the middle: the range scan keeps those nodes in fp32, so the tensor's
+    declared type (what TensorRT's strongly typed networks hold it in) is float32; without it, float16."""
+    from onnx import TensorProto, helper
+
+    from deploykit.backends.ort import OrtRunner
+    from deploykit.export.fp16 import convert_to_fp16
+
+    big = onnx.numpy_helper.from_array(np.array(1e5, dtype=np.float32), "big")
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "big"], ["scaled"], name="scale_up"),
+         helper.make_node("Relu", ["scaled"], ["r"], name="relu"),
+         helper.make_node("Div", ["r", "big"], ["y"], name="scale_down")],
+        "overflow", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], [big])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+    x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32) * 3
+    keep = pipeline._fp16_keep_nodes(model, tmp_path, "x", x)
+    assert {"scale_up", "relu"} <= set(keep)
+
+    def declared_types(m, op_type):
+        """Declared element types of the outputs of every `op_type` node."""
+        inferred = onnx.shape_inference.infer_shapes(m)
+        types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.output)}
+        return {types[n.output[0]] for n in inferred.graph.node if n.op_type == op_type}
+
+    kept, naive = convert_to_fp16(model, fp32_nodes=keep), convert_to_fp16(model)
+    onnx.checker.check_model(kept, full_check=True)
+    assert kept.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT, "fp32 I/O kept"
+    assert declared_types(kept, "Mul") == declared_types(kept, "Relu") == {TensorProto.FLOAT}
+    assert declared_types(naive, "Mul") == {TensorProto.FLOAT16}
+    # 1e5 * |x| > 65504 for |x| > 0.66: in fp16 that tensor is Inf.
+    assert not np.isfinite(x.astype(np.float16) * np.float16(65504)).all()
+    with OrtRunner(kept.SerializeToString()) as runner:
+        np.testing.assert_allclose(runner.infer({"x": x})["y"], np.maximum(x, 0), rtol=1e-3, atol=1e-3)
