@@ -300,3 +300,18 @@ def test_fp16_keep_list_keeps_overflowing_tensors_in_fp32(tmp_path):
     assert not np.isfinite(x.astype(np.float16) * np.float16(65504)).all()
     with OrtRunner(kept.SerializeToString()) as runner:
         np.testing.assert_allclose(runner.infer({"x": x})["y"], np.maximum(x, 0), rtol=1e-3, atol=1e-3)
+
+
+def test_fp16_conversion_failure_still_writes_the_verified_fp32_model(cli, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated converter failure")
+
+    monkeypatch.setattr("deploykit.export.fp16.convert_to_fp16", broken)
+    result = cli("export", "--block", "se", "--out", str(tmp_path), "--json", *SMALL, "--precision", "fp32",
+                 "--precision", "fp16")
+    out = result.json()
+    assert result.exit_code == 1 and out["passed"] is False
+    assert [a["precision"] for a in out["artifacts"]] == ["fp32"]
+    assert not (tmp_path / "se_fp16").exists()
+    stage = next(s for s in out["stages"] if s["name"] == "fp16")
+    assert stage["status"] == "failed" and "simulated converter failure" in stage["detail"]
