@@ -1,54 +1,71 @@
-"""Validation checks and the report they fill.
+"""`validate()`: every check on one ONNX model, in order, filling a ValidationReport.
 
-Each check records name, pass/fail and a one-line detail. Unusable input (not a file, not ONNX, truncated
-protobuf, symbolic dims with nothing to size them) raises UserInputError (exit 2) instead of becoming a check.
+1. read the file (unreadable, not ONNX, truncated: exit 2) and refuse external data outside its directory;
+2. structure: onnx checker (full), strict shape inference, IR/opsets, inputs/outputs, initializers;
+3. the TensorRT readiness audit against the parser's support lists (no TensorRT needed);
+4. ONNX Runtime: load (an opset or IR newer than it supports: exit 2), run seeded inputs at several shapes
+   (or the user's .npz), NaN/Inf detection;
+5. parity with the PyTorch reference (sidecar manifest, --block, --config or --model), and with TensorRT when
+   asked (--backend trt; needs TensorRT and a GPU, else exit 3);
+6. fp16 readiness: intermediate tensors that leave the fp16 range, and the keep-list.
+
+Unusable input raises UserInputError (exit 2) instead of becoming a check; a check that fails with severity
+"error" makes the verdict fail (exit 1).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.errors import UserInputError
 from deploykit.repository import MANIFEST_NAME
+from deploykit.validate.checks import Check, ValidationReport
+from deploykit.validate.inputs import DEFAULT_MAX_INPUT_MB
+
+__all__ = ["Check", "ValidationReport", "ValidateOptions", "load_model", "read_manifest", "validate"]
+
+TRT_TARGETS = ("both", "10", "11", "none")
 
 
 @dataclass
-class Check:
-    name: str
-    passed: bool
-    detail: str = ""
-    severity: str = "error"   # error checks decide the verdict; warning/info ones do not
-    data: dict | None = None
+class ValidateOptions:
+    """What `deploykit validate` was asked to do (the CLI flags).
 
-    def as_dict(self) -> dict:
-        d = {"name": self.name, "passed": self.passed, "detail": self.detail, "severity": self.severity}
-        if self.data is not None:
-            d["data"] = self.data
-        return d
+    Attributes:
+        block / config_path / model_name: where the PyTorch reference comes from (at most one).
+        seed: seed of the random inputs.
+        inputs: .npz files, each one feed (replaces the random inputs).
+        profiles: `--profile NAME:MIN:OPT:MAX` flags (as for `deploykit build`).
+        atol / rtol: tolerance flags, "1e-3" or "OUTPUT:1e-3".
+        check_mode / quantile: comparison statistic (elementwise, max, mean, quantile).
+        trt: TensorRT versions to audit: "both", "10", "11" or "none".
+        backend: "ort", or "trt" to also compare ONNX Runtime with a TensorRT engine.
+        fp16: run the fp16 readiness check.
+        run: run the model at all (False: structure and TensorRT audit only).
+        max_input_mb: refuse shapes whose inputs would need more memory than this.
+    """
 
-
-@dataclass
-class ValidationReport:
-    path: str
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return all(c.passed for c in self.checks if c.severity == "error")
-
-    def add(self, name: str, passed: bool, detail: str = "", **kw) -> Check:
-        check = Check(name, passed, detail, **kw)
-        self.checks.append(check)
-        return check
-
-    def as_dict(self) -> dict:
-        return {"model": self.path, "passed": self.passed, "checks": [c.as_dict() for c in self.checks]}
+    block: str | None = None
+    config_path: str | None = None
+    model_name: str | None = None
+    seed: int = 0
+    inputs: tuple[str, ...] = ()
+    profiles: tuple[str, ...] = ()
+    atol: tuple[str, ...] = ()
+    rtol: tuple[str, ...] = ()
+    check_mode: str | None = None
+    quantile: float | None = None
+    trt: str = "both"
+    backend: str = "ort"
+    fp16: bool = True
+    run: bool = True
+    max_input_mb: float = DEFAULT_MAX_INPUT_MB
 
 
 def load_model(path: Path):
-    """Read an ONNX file; anything unreadable is a UserInputError naming the problem."""
+    """Read an ONNX file without its external data; anything unreadable is a UserInputError naming the problem."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -61,9 +78,10 @@ def load_model(path: Path):
         path = candidate
     try:
         model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+    except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as exc:
         raise UserInputError(f"'{path}' is not a readable ONNX model (corrupt or truncated protobuf: "
-                             f"{type(exc).__name__})", hint="re-export the model or check the file was copied whole") from None
+                             f"{type(exc).__name__})",
+                             hint="re-export the model or check the file was copied whole") from None
     if not model.graph.node and not model.graph.input and not model.graph.output:
         raise UserInputError(f"'{path}' parsed as an empty ONNX model (not an ONNX file?)",
                              hint="pass an .onnx model file")
@@ -75,75 +93,152 @@ def read_manifest(onnx_path: Path) -> dict | None:
     if not sidecar.is_file():
         return None
     try:
-        return json.loads(sidecar.read_text(encoding="utf-8"))
+        content = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserInputError(f"sidecar manifest '{sidecar}' is unreadable: {exc}",
                              hint="re-export the model or delete the sidecar") from None
+    if not isinstance(content, dict):
+        raise UserInputError(f"sidecar manifest '{sidecar}' is not a JSON object",
+                             hint="re-export the model or delete the sidecar")
+    return content
 
 
-def validate(path: str | Path, *, block: str | None = None, seed: int = 0) -> ValidationReport:
-    import numpy as np
-    import onnx
+def validate(path: str | Path, *, block: str | None = None, seed: int = 0,
+             options: ValidateOptions | None = None) -> ValidationReport:
+    """Validate one model; see the module docstring for the steps.
 
-    from deploykit.backends.ort import OrtRunner
+    Raises:
+        UserInputError: unusable input (exit 2).
+        MissingDependency: --backend trt without TensorRT or a GPU (exit 3).
+    """
+    from deploykit.validate import structure
+    from deploykit.validate.inputs import graph_inputs
+
+    opts = options or ValidateOptions(block=block, seed=seed)
+    if opts.trt not in TRT_TARGETS:
+        raise UserInputError(f"unknown TensorRT target '{opts.trt}'", hint=f"valid: {', '.join(TRT_TARGETS)}")
+    if sum(x is not None for x in (opts.block, opts.config_path, opts.model_name)) > 1:
+        raise UserInputError("--block, --config and --model each name the reference; pass only one")
 
     model, path = load_model(Path(path))
+    external = structure.external_data(model, path)  # refuses traversal before anything reads the data
+    inputs = graph_inputs(model)
+    trt_module = None
+    if opts.backend == "trt":
+        from deploykit.trt.capabilities import require_build_environment
+
+        trt_module, _gpu = require_build_environment(purpose="comparing ONNX Runtime with TensorRT")
+
     report = ValidationReport(str(path))
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-        report.add("onnx_checker", True, f"IR {model.ir_version}, opsets "
-                   + ", ".join(f"{o.domain or 'ai.onnx'}:{o.version}" for o in model.opset_import))
-    except Exception as exc:  # noqa: BLE001 - the checker's findings are the verdict
-        report.add("onnx_checker", False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-    try:
-        onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
-        report.add("shape_inference", True, "strict shape and type inference succeeded")
-    except Exception as exc:  # noqa: BLE001
-        report.add("shape_inference", False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    report.checks.append(structure.checker(path))
+    report.checks.append(structure.shape_inference(model))
+    report.checks.append(structure.versions(model))
+    report.checks.append(structure.io(model, [t.name for t in inputs]))
+    if external is not None:
+        report.checks.append(external)
+    report.extend(structure.initializers(model, path))
 
     manifest = read_manifest(path)
-    config = _reference_config(manifest, block, model)
-    runner = OrtRunner(path)
-    try:
-        runner.activate()
-    except Exception as exc:  # noqa: BLE001 - ONNX Runtime refusing the model is a failed check
-        report.add("onnxruntime_session", False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+    config = _reference_config(manifest, opts, model)
+    block_name, variant = _provenance(manifest, opts, config)
+    profiles, profile_status = _profiles(inputs, opts, manifest)
+
+    from deploykit.validate.graphinfo import inspect_model
+
+    info = inspect_model(model)
+    if opts.trt != "none":
+        from deploykit.validate.audit import audit, tables_for
+        from deploykit.validate.support import source_line
+
+        report.extend(audit(info, tables_for(opts.trt), block=block_name, variant=variant,
+                            profile_status=profile_status))
+        report.summary["tensorrt_support"] = source_line()
+    report.summary["inputs"] = [{"name": t.name, "dtype": str(t.dtype or t.elem_type),
+                                 "shape": list(t.dims) if t.dims is not None else None} for t in inputs]
+    if not opts.run:
+        report.add("run", True, "skipped (--no-run): structure and TensorRT audit only", severity="info",
+                   category="numerics")
         return report
-    with runner:
-        report.add("onnxruntime_session", True, "CPUExecutionProvider")
-        inputs_meta = runner.input_specs
-        if len(inputs_meta) != 1 and config is not None:
-            report.add("parity", False, "PyTorch parity supports single-input models", severity="error")
-            return report
-        shapes = _shapes_to_run(inputs_meta, config)
-        from deploykit.export.verify import make_input, torch_outputs
-
-        feeds = {s: make_input(s, seed + i) for i, s in enumerate(shapes)}
-        name = inputs_meta[0].name
-        try:
-            actual = {s: runner.infer({name: x}) for s, x in feeds.items()}
-        except Exception as exc:  # noqa: BLE001
-            report.add("onnxruntime_run", False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-            return report
-        finite = all(np.isfinite(v).all() for out in actual.values() for v in out.values())
-        report.add("onnxruntime_run", finite, f"ran at {', '.join('x'.join(map(str, s)) for s in shapes)}"
-                   + ("" if finite else "; NaN or Inf in the outputs"))
-        if config is None:
-            report.add("parity", True, "skipped: no manifest beside the model and no --block given", severity="info")
-            return report
-        from deploykit.compare import Tolerance, compare_outputs
-        from deploykit.export.source import build_modules
-
-        mods = build_modules(config)
-        precision = (manifest or {}).get("precision", "fp16" if _is_fp16(model) else "fp32")
-        tol = Tolerance(**config.tolerances.get(precision, config.tolerances["fp32"]).model_dump())
-        out_names = runner.output_names
-        for s, x in feeds.items():
-            cmp = compare_outputs(torch_outputs(mods.reference, x, out_names), actual[s], tol)
-            report.add(f"parity[{'x'.join(map(str, s))}]", bool(cmp),
-                       f"max abs {cmp.max_abs:.3e}, max rel {cmp.max_rel:.3e} vs PyTorch reference "
-                       f"({precision}: atol {tol.atol:g}, rtol {tol.rtol:g})", data=cmp.as_dict())
+    _numerics(report, path, model, info, inputs, manifest, config, profiles, opts, trt_module)
     return report
+
+
+# ------------------------------------------------------------------------------------------------ steps
+def _numerics(report, path, model, info, inputs, manifest, config, profiles, opts, trt_module) -> None:
+    from deploykit.validate import numerics
+    from deploykit.validate.inputs import check_memory, load_npz, make_feeds, plan_shapes
+
+    runner, session_check = numerics.open_session(path)
+    report.checks.append(session_check)
+    if runner is None:
+        return
+    with runner:
+        output_names = runner.output_names
+        if opts.inputs:
+            feeds = [load_npz(p, inputs, profiles) for p in opts.inputs]
+            source = "--inputs"
+        else:
+            # Explicit --profile flags choose the shapes; otherwise the reference config's ranges do.
+            use_config = config if (config is not None and len(inputs) == 1 and not opts.profiles) else None
+            channels = None
+            if use_config is not None:
+                dims = inputs[0].dims or ()
+                graph_channels = dims[1] if len(dims) > 1 and isinstance(dims[1], int) else None
+                channels = use_config.input.channels or graph_channels
+                if channels is None:
+                    use_config = None
+            plan = plan_shapes(inputs, config=use_config, channels=channels, profiles=profiles)
+            check_memory(inputs, plan, opts.max_input_mb)
+            feeds = make_feeds(inputs, plan, opts.seed)
+            source = plan.source
+        report.summary["shapes_run"] = [f.label for f in feeds]
+        report.summary["shape_source"] = source
+
+        # Tolerances: the export config's for the graph's precision, then the flags.
+        from deploykit.compare import Tolerance
+
+        precision = (manifest or {}).get("precision") or ("fp16" if _is_fp16(model) else "fp32")
+        base = Tolerance(atol=1e-4, rtol=1e-4)
+        if config is not None:
+            spec = config.tolerances.get(precision, config.tolerances["fp32"])
+            base = Tolerance(**spec.model_dump())
+        tols = numerics.tolerances(base, output_names, atol=opts.atol, rtol=opts.rtol, mode=opts.check_mode,
+                                   quantile=opts.quantile)
+        report.summary["tolerances"] = {n: {"atol": t.atol, "rtol": t.rtol, "mode": t.mode} for n, t in tols.items()}
+        report.summary["precision"] = precision
+
+        actual, run_check = numerics.run_ort(runner, feeds)
+        report.checks.append(run_check)
+        if actual is None:
+            return
+
+    if config is None:
+        report.add("parity", True, "skipped: no manifest beside the model and no --block/--config/--model given",
+                   severity="info", category="numerics",
+                   fix="pass --block NAME (or --config FILE) to compare with the PyTorch reference")
+    elif len(inputs) != 1:
+        report.add("parity", False, "PyTorch parity supports single-input models", category="numerics")
+    else:
+        src = config.source
+        report.summary["reference"] = (f"PyTorch {src.block or src.network} ({src.variant} export, reference "
+                                       f"semantics), weights: {src.weights or f'seeded (seed {config.seed})'}")
+        expected = numerics.reference_outputs(config, feeds, output_names)
+        report.extend(numerics.comparison_checks("parity", "PyTorch reference", expected, actual, tols))
+
+    if trt_module is not None:
+        trt_out, checks = numerics.trt_outputs(path, inputs, feeds, trt_module, profiles)
+        report.extend(checks)
+        if trt_out is not None:
+            report.extend(numerics.comparison_checks("trt_parity", "ONNX Runtime", actual, trt_out, tols))
+
+    if opts.fp16:
+        from deploykit.validate.fp16 import readiness
+
+        if precision != "fp32":
+            report.add("fp16_range", True, f"skipped: the graph already computes in {precision}", severity="info",
+                       category="fp16")
+        else:
+            report.checks.append(readiness(path, info, feeds[0]))
 
 
 def _is_fp16(model) -> bool:
@@ -152,24 +247,59 @@ def _is_fp16(model) -> bool:
     return any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
 
 
-def _reference_config(manifest, block, model):
-    from deploykit.export.config import default_config, parse_config
+def _reference_config(manifest, opts: ValidateOptions, model):
+    from deploykit.export.config import default_config, load_config, parse_config
 
-    if block is not None:
-        config = default_config(block)
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in model.graph.input[0].type.tensor_type.shape.dim]
-        data = config.model_dump(mode="json")
-        if len(dims) == 4:
-            if dims[1]:
-                data["input"]["channels"] = dims[1]
-                data["source"]["args"] = {**data["source"]["args"], _channels_arg(block): dims[1]}
-            for axis, key in ((2, "height"), (3, "width")):
-                if dims[axis]:
-                    data["input"][key] = {"opt": dims[axis]}
+    if opts.config_path is not None:
+        return load_config(opts.config_path)
+    if opts.model_name is not None:
+        return _network_config(opts.model_name, model)
+    if opts.block is not None:
+        block = opts.block
+        data = default_config(block).model_dump(mode="json")
+        dims = _first_input_dims(model)
+        if len(dims) == 4 and dims[1]:
+            data["input"]["channels"] = dims[1]
+            data["source"]["args"] = {**data["source"]["args"], _channels_arg(block): dims[1]}
+        _size_like_graph(data, dims)
         return parse_config(data, f"--block {block}")
-    if manifest and "config" in manifest:
+    if manifest and isinstance(manifest.get("config"), dict):
         return parse_config(manifest["config"], "the model's sidecar manifest")
     return None
+
+
+def _first_input_dims(model) -> list:
+    inits = {i.name for i in model.graph.initializer}
+    first = next(vi for vi in model.graph.input if vi.name not in inits)
+    return [d.dim_value if d.HasField("dim_value") else None for d in first.type.tensor_type.shape.dim]
+
+
+def _network_config(name: str, model):
+    """--model NAME: a network's reference (its export config, sized like the graph's input)."""
+    import importlib.util
+
+    from deploykit.export.config import parse_config
+
+    if importlib.util.find_spec("deploykit.networks") is None:
+        raise UserInputError(f"--model {name}: networks are not available in this version of deploykit yet",
+                             hint="compare with a block's reference (--block NAME) or an export config (--config FILE)")
+    from deploykit import networks
+
+    data = networks.default_config(name).model_dump(mode="json")  # unknown names fail here, with the valid ones
+    _size_like_graph(data, _first_input_dims(model))
+    return parse_config(data, f"--model {name}")
+
+
+def _size_like_graph(data: dict, dims: list) -> None:
+    """Make a config's ranges agree with the graph's static dims (a config for 56x56 checks a 14x14 graph at
+    14x14; a graph with a fixed batch runs only that batch)."""
+    if len(dims) != 4:
+        return
+    if dims[0]:
+        data["input"]["batch"] = {"min": dims[0], "opt": dims[0], "max": dims[0]}
+    for axis, key in ((2, "height"), (3, "width")):
+        if dims[axis]:
+            data["input"][key] = {"opt": dims[axis]}
 
 
 def _channels_arg(block: str) -> str:
@@ -178,17 +308,46 @@ def _channels_arg(block: str) -> str:
     return spec(block).channels_arg
 
 
-def _shapes_to_run(inputs_meta, config) -> list[tuple[int, ...]]:
-    if config is not None:
-        from deploykit.export.verify import verification_shapes
+def _provenance(manifest, opts: ValidateOptions, config) -> tuple[str | None, str | None]:
+    """The deploykit block the model came from and its variant, for fixes that name the export-safe twin."""
+    source = (manifest or {}).get("source") if isinstance((manifest or {}).get("source"), dict) else None
+    if source and source.get("block"):
+        return source["block"], source.get("variant")
+    if opts.block:
+        return opts.block, None
+    if config is not None and config.source.block:
+        return config.source.block, config.source.variant
+    return None, None
 
-        channels = config.input.channels or inputs_meta[0].shape[1]
-        return verification_shapes(config, int(channels))
-    shape = inputs_meta[0].shape
-    if any(not isinstance(d, int) for d in shape[1:]):
-        raise UserInputError(
-            f"input '{inputs_meta[0].name}' has symbolic dims {shape} and nothing says how to size them",
-            hint="validate a model exported by deploykit (with its manifest) or pass --block NAME",
-        )
-    batch = shape[0] if isinstance(shape[0], int) else None
-    return [tuple([b, *shape[1:]]) for b in ([batch] if batch else [1, 2])]
+
+def _profiles(inputs, opts: ValidateOptions, manifest):
+    """(profiles or None, audit status for dynamic inputs or None when all are static).
+
+    Raises:
+        UserInputError: malformed --profile flags or flags that disagree with the graph.
+    """
+    from deploykit.trt.onnx_info import GraphTensor
+    from deploykit.trt.profiles import resolve
+
+    tensors = [GraphTensor(t.name, str(t.dtype or t.elem_type),
+                           tuple(d if isinstance(d, int) else -1 for d in (t.dims or ())),
+                           tuple(d if isinstance(d, str) else "" for d in (t.dims or ())))
+               for t in inputs]
+    dynamic = [t for t in tensors if t.dynamic]
+    if opts.profiles:
+        profiles, _ = resolve(tensors, list(opts.profiles), None)
+        status = ("info", f"dynamic inputs sized by --profile: {_profile_text(profiles)}", "") if dynamic else None
+        return profiles, status
+    if not dynamic:
+        return None, None
+    try:
+        profiles, source = resolve(tensors, (), manifest)
+    except UserInputError as exc:
+        names = ", ".join(t.describe() for t in dynamic)
+        return None, ("warning", f"dynamic input(s) {names} have no optimization profile ({exc.message})",
+                      exc.hint or "pass --profile NAME:MIN:OPT:MAX to deploykit build")
+    return profiles, ("info", f"dynamic inputs sized by the {MANIFEST_NAME} sidecar: {_profile_text(profiles)}", "")
+
+
+def _profile_text(profiles) -> str:
+    return "; ".join(", ".join(f"{n} {r}" for n, r in p.items()) for p in profiles)

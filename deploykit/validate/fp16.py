@@ -1,0 +1,185 @@
+"""fp16 readiness: which tensors of the fp32 graph leave the range fp16 can hold, and the keep-list that follows.
+
+The fp32 graph runs in ONNX Runtime (graph optimizations off, so every tensor exists as the graph names it)
+with every float intermediate exposed as an output. A tensor
+
+- overflows when some |value| exceeds 65504, the largest finite fp16 (it would become Inf);
+- underflows when most of its nonzero values are below 2**-14 = 6.1e-5, the smallest normal fp16: they
+  become subnormals with fewer significant bits, or zero below 2**-24.
+
+Float weights are judged the same way, except that a single-value constant (an epsilon such as 1e-5) is
+exempt from the underflow rule while fp16 still holds it within 1% (1e-5 becomes 1.0014e-5): such constants
+are added to or compared with larger values, and flagging every epsilon would bury the real findings. Keeping a tensor in fp32 means keeping the node that produces it and
+the nodes that read it in fp32, so the keep-list is both; `deploykit.export.fp16.convert_to_fp16` takes it as
+`fp32_nodes`, and ops already in its DEFAULT_FP32_OPS are marked as covered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from deploykit.validate.checks import Check
+
+CATEGORY = "fp16"
+FP16_MAX = 65504.0
+FP16_MIN_NORMAL = 2.0 ** -14
+FP16_MIN_SUBNORMAL = 2.0 ** -24
+UNDERFLOW_FRACTION = 0.5  # "most" nonzero values below the normal range
+SCALAR_TOLERANCE = 0.01  # scalar weights fp16 rounds by less than this are not underflow findings
+MAX_BYTES = 1_800_000_000  # a protobuf above 2 GB cannot be serialized for the augmented session
+
+
+@dataclass
+class TensorRange:
+    """How one tensor fits fp16.
+
+    Attributes:
+        tensor: tensor name.
+        kind: "overflow" or "underflow".
+        producer_op / producer: the op type and node name that produced it ("initializer" for weights).
+        consumers: names of the nodes that read it.
+        max_abs: largest finite |value|.
+        tiny_fraction: share of nonzero values below 2**-14.
+        zero_fraction: share of nonzero values below 2**-24 (they become 0 in fp16).
+        size: element count.
+    """
+
+    tensor: str
+    kind: str
+    producer_op: str
+    producer: str
+    consumers: list[str]
+    max_abs: float
+    tiny_fraction: float
+    zero_fraction: float
+    size: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def classify(values: np.ndarray) -> tuple[str | None, float, float, float]:
+    """(kind or None, max |finite value|, tiny fraction, flush-to-zero fraction) of one tensor."""
+    a = np.abs(np.asarray(values, dtype=np.float64)).ravel()
+    a = a[np.isfinite(a)]
+    if not a.size:
+        return None, 0.0, 0.0, 0.0
+    max_abs = float(a.max())
+    nonzero = a[a > 0]
+    tiny = float((nonzero < FP16_MIN_NORMAL).mean()) if nonzero.size else 0.0
+    zero = float((nonzero < FP16_MIN_SUBNORMAL).mean()) if nonzero.size else 0.0
+    if max_abs > FP16_MAX:
+        return "overflow", max_abs, tiny, zero
+    if nonzero.size and tiny > UNDERFLOW_FRACTION:
+        return "underflow", max_abs, tiny, zero
+    return None, max_abs, tiny, zero
+
+
+def _fp16_relative_error(init) -> float:
+    from onnx import numpy_helper
+
+    value = float(np.asarray(numpy_helper.to_array(init), dtype=np.float64).ravel()[0])
+    return abs(float(np.float16(value)) - value) / abs(value) if value else 0.0
+
+
+def _node_name(node) -> str:
+    return node.name or node.output[0]
+
+
+def scan(model_path, info, feed) -> tuple[list[TensorRange], int]:
+    """Run the fp32 graph with its float intermediates exposed; (out-of-range tensors, tensors checked)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from deploykit.backends.ort import OrtRunner
+
+    float_types = (TensorProto.FLOAT, TensorProto.DOUBLE)
+    model = onnx.load(str(model_path))  # with external data: locations were checked before
+    graph = model.graph
+    existing = {o.name for o in graph.output}
+    producers = {name: node for node in graph.node for name in node.output if name}
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(_node_name(node))
+    exposed = []
+    for node in graph.node:
+        if node.op_type == "Constant":
+            continue
+        for name in node.output:
+            elem = info.elem_types.get(name, 0)
+            if name and elem in float_types and name not in existing:
+                graph.output.append(helper.make_tensor_value_info(name, elem, None))
+                exposed.append(name)
+    found: list[TensorRange] = []
+    checked = 0
+    if model.ByteSize() < MAX_BYTES:
+        with OrtRunner(model.SerializeToString(), optimization="none") as runner:
+            values = runner.infer(feed.arrays)
+        for name, value in values.items():
+            if name not in producers or np.asarray(value).dtype.kind != "f":
+                continue
+            checked += 1
+            kind, max_abs, tiny, zero = classify(value)
+            if kind:
+                node = producers[name]
+                found.append(TensorRange(name, kind, node.op_type, _node_name(node), consumers.get(name, []),
+                                         max_abs, tiny, zero, int(np.asarray(value).size)))
+    for init in graph.initializer:  # weights: the values fp16 conversion would store
+        if init.data_type not in float_types:
+            continue
+        checked += 1
+        kind, max_abs, tiny, zero = classify(numpy_helper.to_array(init))
+        scalar = int(np.prod(init.dims)) == 1
+        if kind == "underflow" and scalar and _fp16_relative_error(init) < SCALAR_TOLERANCE:
+            continue  # a scalar epsilon fp16 still holds closely: see the module docstring
+        if kind:
+            found.append(TensorRange(init.name, kind, "initializer", "initializer", consumers.get(init.name, []),
+                                     max_abs, tiny, zero, int(np.prod(init.dims))))
+    return found, checked
+
+
+def keep_list(found: list[TensorRange]) -> list[str]:
+    """Node names to keep in fp32: producers and readers of every out-of-range tensor, in first-seen order."""
+    out: list[str] = []
+    for t in found:
+        for name in ([] if t.producer_op == "initializer" else [t.producer]) + t.consumers:
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def readiness(model_path, info, feed) -> Check:
+    """The fp16 check for one feed (usually the opt shape)."""
+    from deploykit.export.fp16 import DEFAULT_FP32_OPS
+
+    found, checked = scan(model_path, info, feed)
+    if not found:
+        return Check("fp16_range", True, f"{checked} float tensors at {feed.label} all fit fp16 (|x| <= 65504, "
+                                         "mostly above 6.1e-5)", severity="warning", category=CATEGORY,
+                     data={"checked": checked, "shape": feed.label, "tensors": [], "keep_nodes": []})
+    nodes = keep_list(found)
+    op_of = {r.node.name or r.node.output[0]: r.node.op_type for r in info.nodes if r.node.output}
+    keep_ops = sorted({op_of.get(n, "?") for n in nodes})
+    uncovered = [n for n in nodes if op_of.get(n) not in DEFAULT_FP32_OPS]
+    parts = []
+    for t in found[:5]:
+        why = (f"max |x| {t.max_abs:.3g} > 65504" if t.kind == "overflow"
+               else f"{t.tiny_fraction:.0%} of nonzero |x| < 6.1e-5")
+        origin = "weight" if t.producer_op == "initializer" else f"from {t.producer_op} '{t.producer}'"
+        parts.append(f"'{t.tensor}' {origin} ({t.kind}: {why})")
+    more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+    detail = (f"{len(found)} of {checked} float tensors at {feed.label} leave the fp16 range: "
+              + "; ".join(parts) + more + f"; keep in fp32: {', '.join(nodes[:8])}"
+              + (" ..." if len(nodes) > 8 else ""))
+    covered = [n for n in nodes if n not in uncovered]
+    fix = (f"keep these nodes in fp32 when converting: convert_to_fp16(model, fp32_nodes={uncovered!r})"
+           if uncovered else "deploykit's default fp32 keep-list (DEFAULT_FP32_OPS) already covers them")
+    if covered and uncovered:
+        fix += f" ({len(covered)} more are already covered by DEFAULT_FP32_OPS)"
+    return Check("fp16_range", False, detail, severity="warning", category=CATEGORY, fix=fix,
+                 data={"checked": checked, "shape": feed.label, "tensors": [t.as_dict() for t in found],
+                       "keep_nodes": nodes, "keep_ops": keep_ops, "not_in_default_keep_list": uncovered})
