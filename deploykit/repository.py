@@ -33,7 +33,7 @@ TRITON_DTYPES = {
 
 def check_model_name(name: str) -> str:
     """Model names become directory names: refuse anything path-like."""
-    if not MODEL_NAME_RE.match(name) or name in {".", ".."}:
+    if not MODEL_NAME_RE.fullmatch(name) or name in {".", ".."}:
         raise UserInputError(f"invalid model name '{name}'",
                              hint="use letters, digits, '_', '-' and '.', starting with a letter or digit")
     return name

@@ -1,0 +1,133 @@
+"""`deploykit bench`: latency, throughput and memory of a block, network or ONNX file across backends."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from deploykit.errors import EXIT_CHECK_FAILED
+
+
+def _parse_backends(value: str) -> tuple[str, ...]:
+    from deploykit.bench.backends import BACKEND_NAMES
+    from deploykit.errors import unknown_name_error
+
+    names = tuple(dict.fromkeys(p.strip() for p in value.split(",") if p.strip()))
+    if not names:
+        raise click.BadParameter(f"no backend in '{value}'; valid: {', '.join(BACKEND_NAMES)}", param_hint="--backends")
+    for name in names:
+        if name not in BACKEND_NAMES:
+            raise click.BadParameter(unknown_name_error("backend", name, BACKEND_NAMES).message,
+                                     param_hint="--backends")
+    return names
+
+
+def _parse_batches(value: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(dict.fromkeys(int(p) for p in value.split(",") if p.strip()))
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) <= 0:
+        raise click.BadParameter(f"'{value}' is not a comma-separated list of positive integers, e.g. 1,8,32",
+                                 param_hint="--batch")
+    return sizes
+
+
+def _resolve_device(device: str) -> str:
+    from deploykit.errors import MissingDependency
+
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    available = torch.cuda.is_available()
+    if device == "auto":
+        return "cuda" if available else "cpu"
+    if not available:
+        raise MissingDependency("--device cuda: no CUDA GPU is visible to PyTorch",
+                                hint="run on a machine with an NVIDIA GPU and a CUDA build of torch, or use --device cpu")
+    return device
+
+
+@click.command("bench")
+@click.argument("onnx_model", required=False, type=click.Path(exists=False))
+@click.option("--block", help="Registered block name (see `deploykit list`).")
+@click.option("--model", "network", help="Network name with an export config in export_configs/.")
+@click.option("--backends", default="torch,compile,ort,trt", show_default=True,
+              help="Comma-separated: torch (eager reference and twin), compile, ort, trt, cudagraph.")
+@click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--size", help="Spatial size HxW (default: the export config's).")
+@click.option("--warmup", type=click.IntRange(0), default=10, show_default=True, help="Untimed calls first.")
+@click.option("--iters", type=click.IntRange(1), default=100, show_default=True, help="Timed calls per backend and batch.")
+@click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
+              help="Interleave the timed calls across backends in N rounds (fairer under fluctuating load).")
+@click.option("--threads", type=click.IntRange(1), help="Intra-op threads for every backend (default: PyTorch's).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto picks cuda when PyTorch sees a GPU.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the benchmark input.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no table, no progress).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the rows as CSV.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
+              help="Also write a PNG of latency vs batch per backend (needs matplotlib: deploykit[bench]).")
+def bench(onnx_model, block, network, backends, batches, size, warmup, iters, rounds, threads, device, seed,
+          as_json, csv_path, plot_path):
+    """Benchmark a block (--block), a network (--model) or an ONNX file across backends.
+
+    Every backend's outputs are compared with PyTorch before it is timed; a backend whose outputs differ is
+    reported as failed, without timings, and the command exits 1. Backends that cannot run here (TensorRT
+    without a GPU) are skipped with the reason.
+    """
+    from deploykit.commands.export import _parse_size
+    from deploykit.errors import require
+
+    chosen = [flag for flag, v in (("--block", block), ("--model", network), ("MODEL.onnx", onnx_model)) if v]
+    if len(chosen) != 1:
+        raise click.UsageError("pass exactly one of --block NAME, --model NAME or MODEL.onnx"
+                               + (f" (got {', '.join(chosen)})" if chosen else ""))
+    backend_names = _parse_backends(backends)
+    batch_sizes = _parse_batches(batches)
+    hw = _parse_size(size) if size else None
+    if plot_path:  # fail before minutes of benchmarking, not after
+        require("matplotlib", extra="bench", purpose="--plot")
+
+    from deploykit.bench import source as sources
+    from deploykit.bench.run import BenchSettings, run_bench
+    from deploykit.progress import Progress
+
+    progress = Progress("quiet" if as_json else None)
+    dev = _resolve_device(device)
+    if block:
+        src = sources.from_block(block, batch_sizes, hw)
+    elif network:
+        src = sources.from_network(network, batch_sizes, hw)
+    else:
+        src = sources.from_onnx(onnx_model, hw)
+    settings = BenchSettings(backends=backend_names, batches=batch_sizes, warmup=warmup, iters=iters,
+                             rounds=rounds, threads=threads, device=dev, seed=seed)
+    try:
+        result = run_bench(src, settings, log=progress.info)
+    finally:
+        src.close()
+    if csv_path:
+        result.write_csv(csv_path)
+    if plot_path:
+        result.plot(plot_path)
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+    else:
+        from rich.console import Console
+
+        console = Console()
+        console.print(result.rich_table())
+        for line in result.footer_lines():  # plain text: reasons carry brackets such as deploykit[trt]
+            console.print(line, highlight=False, markup=False)
+        for path in (csv_path, plot_path):
+            if path:
+                console.print(f"wrote {path}", highlight=False, markup=False)
+    if not result.passed:
+        if not as_json:
+            failed = sorted({r.label for r in result.rows if r.status == "failed"})
+            click.echo(f"error: {', '.join(failed)} failed (see the reasons above); their timings are not results",
+                       err=True)
+        raise SystemExit(EXIT_CHECK_FAILED)

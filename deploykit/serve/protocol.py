@@ -1,0 +1,306 @@
+"""KServe v2 inference requests and responses: JSON tensors and Triton's binary tensor extension.
+
+A request body is either one JSON object, or (binary extension) a JSON header of
+`Inference-Header-Content-Length` bytes followed by the raw bytes of every input whose `parameters` carry
+`binary_data_size`, in the order those inputs appear in the header. Responses mirror it: outputs asked for
+in binary (`"parameters": {"binary_data": true}` per output, or `"binary_data_output": true` for the
+request) are appended after the JSON header, whose length goes in the same response header.
+
+Raw tensor bytes are little-endian and row-major, as Triton sends them. Nothing here knows the model:
+`deploykit.serve.models` checks the decoded tensors against the model's inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+# JSON-encoded tensor data costs ~30x its size in Python objects while it is decoded, so plain-JSON requests
+# get a tighter limit than binary ones; large tensors should use the binary extension.
+MAX_JSON_BYTES = 8 << 20
+
+# KServe v2 datatype -> numpy dtype (little-endian, as the binary extension lays tensors out).
+DATATYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2"), "UINT32": np.dtype("<u4"), "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("i1"), "INT16": np.dtype("<i2"), "INT32": np.dtype("<i4"), "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"), "FP32": np.dtype("<f4"), "FP64": np.dtype("<f8"),
+}
+_BY_KIND = {(dt.kind, dt.itemsize): name for name, dt in DATATYPES.items()}
+
+
+class ProtocolError(Exception):
+    """A request the server refuses; `status` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def datatype_of(dtype: np.dtype) -> str:
+    """The KServe datatype name of a numpy dtype ("FP32" for float32)."""
+    dtype = np.dtype(dtype)
+    name = _BY_KIND.get((dtype.kind, dtype.itemsize))
+    if name is None:
+        raise ProtocolError(f"numpy type {dtype} has no KServe v2 datatype", status=500)
+    return name
+
+
+def triton_to_kserve(type_name: str) -> str:
+    """`TYPE_FP32` (config.pbtxt) -> `FP32` (the wire); TYPE_STRING is BYTES."""
+    bare = type_name.removeprefix("TYPE_")
+    return "BYTES" if bare == "STRING" else bare
+
+
+@dataclass
+class InferInput:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    array: np.ndarray
+
+
+@dataclass
+class RequestedOutput:
+    name: str
+    binary: bool | None = None   # None: follow the request's binary_data_output
+
+
+@dataclass
+class InferRequest:
+    inputs: list[InferInput]
+    outputs: list[RequestedOutput] | None = None   # None: every output of the model
+    id: str | None = None
+    binary_output: bool = False
+    parameters: dict = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.inputs[0].shape[0]) if self.inputs and self.inputs[0].shape else 1
+
+
+def _int(value, what: str, *, minimum: int = 0) -> int:
+    # bool is an int in Python but never a valid size or dim on the wire.
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ProtocolError(f"{what} must be an integer >= {minimum}, got {json.dumps(value)[:40]}")
+    return value
+
+
+def _dict(value, what: str) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"{what} must be a JSON object")
+    return value
+
+
+def _bool(params: dict, key: str, what: str) -> bool | None:
+    value = params.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise ProtocolError(f"{what} parameter '{key}' must be true or false")
+    return value
+
+
+def parse_header_length(value: str | None, body_size: int) -> int | None:
+    """The JSON header's length from `Inference-Header-Content-Length`, checked against the body."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text.isdigit() or len(text) > 18:
+        raise ProtocolError(f"{HEADER_LENGTH} must be a non-negative integer, got '{value[:40]}'")
+    length = int(text)
+    if length > body_size:
+        raise ProtocolError(f"{HEADER_LENGTH} is {length} but the body has only {body_size} bytes")
+    return length
+
+
+def parse_infer_request(body: bytes, header_length: str | None = None, *,
+                        max_json_bytes: int = MAX_JSON_BYTES) -> InferRequest:
+    """Decode an inference request body (JSON, or JSON header + binary tensors).
+
+    Args:
+        body: the whole (decompressed) request body.
+        header_length: the `Inference-Header-Content-Length` header, None when absent.
+        max_json_bytes: the largest JSON part accepted (413 above it).
+
+    Raises:
+        ProtocolError: malformed JSON, unknown datatype, sizes that do not add up, unsupported features.
+    """
+    split = parse_header_length(header_length, len(body))
+    view = memoryview(body)
+    head, binary = (view, view[len(view):]) if split is None else (view[:split], view[split:])
+    if len(head) > max_json_bytes:
+        raise ProtocolError(f"the JSON part of the request is {len(head)} bytes, over the {max_json_bytes}-byte "
+                            "limit; send large tensors with the binary tensor extension", status=413)
+    try:
+        doc = json.loads(bytes(head))
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"the request is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("the request must be a JSON object with an 'inputs' list")
+    raw_inputs = doc.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise ProtocolError("the request needs a non-empty 'inputs' list")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError("'id' must be a string")
+    params = _dict(doc.get("parameters"), "the request's 'parameters'")
+    binary_output = bool(_bool(params, "binary_data_output", "the request's"))
+
+    inputs, offset, seen = [], 0, set()
+    for index, raw in enumerate(raw_inputs):
+        tensor, offset = _parse_input(raw, index, binary, offset)
+        if tensor.name in seen:
+            raise ProtocolError(f"input '{tensor.name}' is given twice")
+        seen.add(tensor.name)
+        inputs.append(tensor)
+    if offset != len(binary):
+        raise ProtocolError(f"the binary part of the body has {len(binary)} bytes but the inputs' binary_data_size "
+                            f"add up to {offset}")
+    return InferRequest(inputs=inputs, outputs=_parse_outputs(doc.get("outputs")), id=request_id,
+                        binary_output=binary_output, parameters=params)
+
+
+def _parse_input(raw, index: int, binary: memoryview, offset: int) -> tuple[InferInput, int]:
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"inputs[{index}] must be a JSON object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise ProtocolError(f"inputs[{index}] needs a 'name' string")
+    datatype = raw.get("datatype")
+    if not isinstance(datatype, str):
+        raise ProtocolError(f"input '{name}' needs a 'datatype' string such as \"FP32\"")
+    dtype = DATATYPES.get(datatype)
+    if dtype is None:
+        raise ProtocolError(f"input '{name}' has datatype '{datatype[:20]}', which this server does not take "
+                            f"(it takes {', '.join(DATATYPES)})")
+    shape = raw.get("shape")
+    if not isinstance(shape, list):
+        raise ProtocolError(f"input '{name}' needs a 'shape' list")
+    dims = tuple(_int(d, f"input '{name}' shape entries") for d in shape)
+    count = math.prod(dims)
+    params = _dict(raw.get("parameters"), f"input '{name}' parameters")
+    if "shared_memory_region" in params:
+        raise ProtocolError("shared-memory tensors are not supported by this server; send the data in the body")
+    size = params.get("binary_data_size")
+    if size is not None:
+        size = _int(size, f"input '{name}' binary_data_size")
+        if "data" in raw:
+            raise ProtocolError(f"input '{name}' has both 'data' and binary_data_size")
+        if size != count * dtype.itemsize:
+            raise ProtocolError(f"input '{name}' has binary_data_size {size}, but shape {list(dims)} of {datatype} "
+                                f"needs {count * dtype.itemsize} bytes")
+        if offset + size > len(binary):
+            raise ProtocolError(f"input '{name}' needs {size} bytes of binary data at offset {offset}, but the "
+                                f"binary part of the body has only {len(binary)} bytes")
+        array = _aligned(np.frombuffer(binary[offset:offset + size], dtype=dtype)).reshape(dims)
+        return InferInput(name, datatype, dims, array), offset + size
+    if "data" not in raw:
+        raise ProtocolError(f"input '{name}' has neither 'data' nor a binary_data_size parameter")
+    data = raw["data"]
+    if not isinstance(data, list):
+        data = [data]
+    array = _json_array(data, name, datatype, dtype)
+    if array.size != count:
+        raise ProtocolError(f"input '{name}' has {array.size} values, but shape {list(dims)} needs {count}")
+    return InferInput(name, datatype, dims, array.reshape(dims)), offset
+
+
+def _aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
+    """The array itself when its data is `alignment`-byte aligned, else an aligned copy.
+
+    A tensor inside the body starts wherever the JSON header happens to end. ONNX Runtime's CPU kernels
+    take other code paths for unaligned data and round differently (1 ulp on a pooled SE block), so the
+    same tensor would give different bits depending on the header's length; one copy makes results
+    independent of it and equal to a local session's.
+    """
+    if array.ctypes.data % alignment == 0:
+        return array
+    raw = np.empty(array.nbytes + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    out = raw[start:start + array.nbytes].view(array.dtype)
+    out[...] = array
+    return out
+
+
+def _json_array(data: list, name: str, datatype: str, dtype: np.dtype) -> np.ndarray:
+    """JSON values to an array of `dtype`, refusing what a cast would change silently.
+
+    numpy would happily read "1.5" as a float, 2.7 as the integer 2 and 300 as the INT8 44; the wire
+    contract says numbers of the declared type, so those are errors here.
+    """
+    try:
+        parsed = np.asarray(data)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise ProtocolError(f"input '{name}' data is not a flat or regularly nested list of numbers: "
+                            f"{str(exc)[:200]}") from None
+    if parsed.size == 0:
+        return parsed.astype(dtype)
+    kind = parsed.dtype.kind
+    allowed = {"b": "b", "u": "bui", "i": "bui", "f": "buif"}[dtype.kind]
+    if kind not in allowed:
+        expected = {"b": "true/false", "u": "integers", "i": "integers", "f": "numbers"}[dtype.kind]
+        raise ProtocolError(f"input '{name}' is {datatype}, so its data must be {expected}")
+    if dtype.kind in "ui" and kind != "b":
+        info = np.iinfo(dtype)
+        if int(parsed.min()) < info.min or int(parsed.max()) > info.max:
+            raise ProtocolError(f"input '{name}' has values outside the range of {datatype}")
+    return parsed.astype(dtype, copy=False)
+
+
+def _parse_outputs(raw) -> list[RequestedOutput] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise ProtocolError("'outputs' must be a list")
+    outputs, seen = [], set()
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ProtocolError(f"outputs[{index}] must be an object with a 'name' string")
+        name = item["name"]
+        if name in seen:
+            raise ProtocolError(f"output '{name}' is requested twice")
+        seen.add(name)
+        params = _dict(item.get("parameters"), f"output '{name}' parameters")
+        if params.get("classification"):
+            raise ProtocolError("the classification extension is not supported by this server")
+        if "shared_memory_region" in params:
+            raise ProtocolError("shared-memory tensors are not supported by this server")
+        outputs.append(RequestedOutput(name, _bool(params, "binary_data", f"output '{name}'")))
+    return outputs
+
+
+def encode_infer_response(model_name: str, model_version: str, results: dict[str, np.ndarray],
+                          request: InferRequest) -> tuple[list[bytes], int | None]:
+    """The response body as parts (JSON header first, then each binary output) and, when any output
+    travels in binary, the JSON header's length. Sending the parts one after another saves joining them.
+
+    Args:
+        results: output name -> array, already restricted to what the request asked for, in order.
+    """
+    binary_of = {o.name: o.binary for o in request.outputs or ()}
+    chunks: list[bytes] = []
+    outputs = []
+    for name, array in results.items():
+        datatype = datatype_of(array.dtype)
+        entry = {"name": name, "datatype": datatype, "shape": [int(d) for d in array.shape]}
+        binary = binary_of.get(name)
+        if binary is None:
+            binary = request.binary_output
+        if binary:
+            raw = np.ascontiguousarray(array, dtype=DATATYPES[datatype]).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            entry["data"] = array.reshape(-1).tolist()
+        outputs.append(entry)
+    doc = {"model_name": model_name, "model_version": model_version, "outputs": outputs}
+    if request.id is not None:
+        doc["id"] = request.id
+    head = json.dumps(doc, separators=(",", ":")).encode()
+    return [head, *chunks], (len(head) if chunks else None)

@@ -1,0 +1,124 @@
+"""Running the app: load the repository, bind the socket, serve with uvicorn, shut down gracefully.
+
+The repository is loaded (every session created, every config checked) before the socket is bound, so a
+broken model fails the command at once with exit code 2 instead of a server that is up but cannot answer.
+The socket is bound here rather than by uvicorn so that `--port 0` works (the chosen port is printed) and
+an address already in use is a one-line error.
+
+SIGTERM (docker stop) and SIGINT (Ctrl-C) both shut down gracefully: readiness turns false, no new
+connections are accepted, requests in flight finish (up to `graceful_timeout_s`), queued batches are run,
+sessions are released, and the process exits 0. A second Ctrl-C forces the exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+
+from deploykit.errors import UserInputError, require
+from deploykit.serve.settings import ServeSettings
+
+READY_LINE = "deploykit serve: listening on"
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on host:port (IPv6 when the host is an IPv6 literal)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the listening
+    # socket says TCP, and without it small response writes wait ~40 ms on delayed ACKs (Nagle).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise UserInputError(f"{host}:{port} is already in use",
+                                 hint="stop the other server or pass another --port (0 picks a free one)") from None
+        raise UserInputError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+                             hint="check --host (an address of this machine) and --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def make_server(app, settings: ServeSettings, *, on_ready: Callable[[], None] = lambda: None):
+    """A uvicorn Server that reports readiness and treats SIGTERM like SIGINT (graceful, exit 0)."""
+    uvicorn = require("uvicorn", extra="serve", purpose="deploykit serve")
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None):
+            await super().startup(sockets=sockets)
+            if self.started and not self.should_exit:
+                on_ready()
+
+        def handle_exit(self, sig, frame):
+            app.state.serving["ready"] = False  # health checks fail while requests in flight drain
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # uvicorn re-raises the captured signal after shutting down, so SIGTERM would end the process
+            # with -15 after a clean drain; a server stopped on purpose should exit 0.
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    config = uvicorn.Config(app, log_level=settings.log_level if settings.log_level != "info" else "warning",
+                            access_log=settings.log_level == "debug", lifespan="on",
+                            timeout_graceful_shutdown=int(settings.graceful_timeout_s), server_header=False)
+    return Server(config)
+
+
+def serve(root, settings: ServeSettings | None = None, *, out: Callable[[str], None] | None = None,
+          err: Callable[[str], None] | None = None) -> int:
+    """Load `root`, listen, and serve until stopped. Returns the exit code (0 after a graceful stop).
+
+    Raises:
+        UserInputError: the repository or the address cannot be used (exit 2).
+        MissingDependency: the serve extra is missing, or no model can run here (exit 3).
+    """
+    settings = settings or ServeSettings()
+    out = out or (lambda m: print(m, flush=True))
+    err = err or (lambda m: print(m, file=sys.stderr, flush=True))
+    require("fastapi", extra="serve", purpose="deploykit serve")
+    require("uvicorn", extra="serve", purpose="deploykit serve")
+
+    from deploykit.serve.app import create_app
+    from deploykit.serve.models import Repository
+
+    repository = Repository.load(root, settings, log=lambda m: err(f"warning: {m}"))
+    for mv in repository.versions():
+        sched = mv.scheduler
+        how = (f"dynamic batching up to {sched.max_batch}, max queue delay {int(sched.max_delay_s * 1e6)} us"
+               if sched.batching else "no batching")
+        err(f"loaded {mv.label} ({mv.model.platform}, max_batch_size {mv.model.max_batch_size}, {how}, "
+            f"{sched.instances} instance(s))")
+    sock = bind_socket(settings.host, settings.port)
+    app = create_app(repository, settings)
+    url = url_of(sock)
+    server = make_server(app, settings, on_ready=lambda: out(f"{READY_LINE} {url} "
+                                                             f"({len(repository.models)} model(s))"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    err("deploykit serve: stopped")
+    return 0

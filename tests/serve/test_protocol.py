@@ -1,0 +1,147 @@
+"""The wire format on its own, checked against tritonclient's encoder and decoder (Triton's reference client).
+
+Requests are produced by `InferenceServerClient.generate_request_body` and responses read back with
+`InferResult.from_response_body`, so both directions are checked against an implementation that is not
+ours, for every datatype the server takes, in JSON and binary.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.serve.helpers import needs_serve_extra
+
+needs_serve_extra()
+import tritonclient.http as httpclient  # noqa: E402
+
+from deploykit.serve.protocol import (  # noqa: E402
+    DATATYPES, InferRequest, ProtocolError, RequestedOutput, datatype_of, encode_infer_response, parse_infer_request,
+    triton_to_kserve,
+)
+
+
+def values(datatype: str, shape=(2, 3, 5), seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    dtype = DATATYPES[datatype]
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(bool)
+    if dtype.kind in "ui":
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -1000), min(info.max, 1000), shape, endpoint=True).astype(dtype)
+    return (rng.standard_normal(shape) * 100).astype(dtype)
+
+
+@pytest.mark.parametrize("datatype", list(DATATYPES))
+@pytest.mark.parametrize("binary", [True, False])
+def test_tritonclient_requests_decode_exactly(datatype, binary):
+    a, b = values(datatype, seed=1), values(datatype, shape=(2, 4), seed=2)
+    inputs = []
+    for name, array in (("a", a), ("b", b)):
+        tensor = httpclient.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        inputs.append(tensor)
+    body, header_length = httpclient.InferenceServerClient.generate_request_body(
+        inputs, outputs=[httpclient.InferRequestedOutput("y", binary_data=binary)], request_id="r1")
+    request = parse_infer_request(body, None if header_length is None else str(header_length))
+    assert request.id == "r1" and [t.name for t in request.inputs] == ["a", "b"]
+    for parsed, original in zip(request.inputs, (a, b)):
+        assert parsed.datatype == datatype and parsed.shape == original.shape
+        assert parsed.array.dtype == original.dtype
+        np.testing.assert_array_equal(parsed.array, original)
+    assert request.outputs == [RequestedOutput("y", binary)]
+
+
+@pytest.mark.parametrize("datatype", list(DATATYPES))
+@pytest.mark.parametrize("binary", [True, False])
+def test_responses_decode_exactly_in_tritonclient(datatype, binary):
+    y, z = values(datatype, seed=3), values(datatype, shape=(4,), seed=4)
+    request = InferRequest(inputs=[], outputs=[RequestedOutput("y", binary), RequestedOutput("z", not binary)],
+                           id="abc")
+    parts, header_length = encode_infer_response("m", "3", {"y": y, "z": z}, request)
+    body = b"".join(parts)
+    result = httpclient.InferResult.from_response_body(body, header_length=header_length)
+    assert result.get_response()["model_name"] == "m" and result.get_response()["model_version"] == "3"
+    assert result.get_response()["id"] == "abc"
+    for name, original in (("y", y), ("z", z)):
+        decoded = result.as_numpy(name)
+        assert decoded.shape == original.shape and decoded.dtype == original.dtype
+        np.testing.assert_array_equal(decoded, original)
+
+
+def test_binary_output_for_the_whole_request():
+    request = InferRequest(inputs=[], outputs=None, binary_output=True)
+    y = values("FP32")
+    parts, header_length = encode_infer_response("m", "1", {"y": y}, request)
+    body = b"".join(parts)
+    assert len(parts) == 2 and len(parts[0]) == header_length
+    head = json.loads(body[:header_length])
+    assert head["outputs"][0]["parameters"]["binary_data_size"] == y.nbytes == len(body) - header_length
+    np.testing.assert_array_equal(np.frombuffer(body[header_length:], "<f4").reshape(y.shape), y)
+
+
+def test_binary_inputs_are_aligned_whatever_the_header_length():
+    x = values("FP32", shape=(8, 16))
+    raw = x.tobytes()
+    for pad in range(0, 8):
+        head = json.dumps({"id": "x" * pad, "inputs": [{"name": "x", "shape": [8, 16], "datatype": "FP32",
+                                                        "parameters": {"binary_data_size": len(raw)}}]}).encode()
+        parsed = parse_infer_request(head + raw, str(len(head))).inputs[0].array
+        assert parsed.ctypes.data % 64 == 0
+        np.testing.assert_array_equal(parsed, x)
+
+
+def test_nested_json_data_is_accepted():
+    x = values("INT32", shape=(2, 3))
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "INT32", "data": x.tolist()}]})
+    np.testing.assert_array_equal(parse_infer_request(body.encode()).inputs[0].array, x)
+
+
+@pytest.mark.parametrize("datatype,data,words", [
+    ("INT32", [1.5, 2.0], "integers"),
+    ("INT8", [300, 1], "range"),
+    ("UINT8", [-1, 1], "range"),
+    ("BOOL", [1, 0], "true/false"),
+    ("FP32", ["1.0", "2.0"], "numbers"),
+    ("FP32", [[1.0], [2.0, 3.0]], "regularly nested"),
+    ("INT64", [2 ** 70, 1], "integers"),
+])
+def test_json_data_that_a_cast_would_change_is_refused(datatype, data, words):
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": datatype, "data": data}]}).encode()
+    with pytest.raises(ProtocolError) as err:
+        parse_infer_request(body)
+    assert err.value.status == 400 and words in err.value.message
+
+
+def test_json_part_limit_is_413():
+    body = json.dumps({"inputs": [{"name": "x", "shape": [3000], "datatype": "FP32", "data": [0.5] * 3000}]})
+    with pytest.raises(ProtocolError) as err:
+        parse_infer_request(body.encode(), max_json_bytes=1000)
+    assert err.value.status == 413 and "binary tensor extension" in err.value.message
+
+
+@pytest.mark.parametrize("doc,words", [
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0],
+                  "parameters": {"shared_memory_region": "r"}}]}, "shared-memory"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+      "outputs": [{"name": "y", "parameters": {"classification": 3}}]}, "classification"),
+    ({"inputs": [{"name": "x", "shape": [True], "datatype": "FP32", "data": [1.0]}]}, "integer"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}, "neither"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["a"]}]}, "BYTES"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}], "id": 5}, "'id'"),
+    ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}],
+      "parameters": {"binary_data_output": "yes"}}, "true or false"),
+])
+def test_unsupported_or_malformed_fields_are_refused(doc, words):
+    with pytest.raises(ProtocolError) as err:
+        parse_infer_request(json.dumps(doc).encode())
+    assert words in err.value.message
+
+
+def test_datatype_names():
+    assert triton_to_kserve("TYPE_FP16") == "FP16" and triton_to_kserve("TYPE_STRING") == "BYTES"
+    for name, dtype in DATATYPES.items():
+        assert datatype_of(dtype) == name
+        assert datatype_of(dtype.newbyteorder("=")) == name
