@@ -116,6 +116,11 @@ BLOCKS: dict[str, BlockSpec] = {
             safe="GSoPSafe",
             defaults={"channels": 256, "att_dim": 128},
             channels_arg="channels",
+            size=(28, 28),
+            key_layouts=("official Bottleneck state dict (conv1..bn3, downsample dropped)",),
+            notes="Input is the Bottleneck's tensor after bn3; output pre_att * att (the residual add stays in the "
+                  "network). dr_stride=None applies the official rule (2 for C <= 256, else 1); 28x28 so the "
+                  "stride-2 reduction leaves a 14x14 covariance map.",
         ),
         BlockSpec(
             name="psa",
@@ -128,6 +133,9 @@ BLOCKS: dict[str, BlockSpec] = {
             safe="PSAModuleSafe",
             defaults={"inplans": 64, "planes": 64},
             channels_arg="inplans",
+            key_layouts=("official EPSABlock state dict (conv2.* prefix)",),
+            notes="Output channels are planes; branches concatenated in reversed order [4, 3, 2, 1] as the official "
+                  "weights expect. conv_groups=(32, 32, 32, 32) is EPSANet 'large' (needs planes // 4 % 32 == 0).",
         ),
         BlockSpec(
             name="hacnn",
@@ -138,20 +146,28 @@ BLOCKS: dict[str, BlockSpec] = {
             module="deploykit.blocks.hacnn",
             reference="SoftAttn",
             safe="SoftAttnSafe",
-            defaults={"in_channels": 64},
+            defaults={"in_channels": 128},
             channels_arg="in_channels",
+            # HA-CNN's first attention sees 128 x 40 x 16 (160 x 64 input); its sizes are always even.
+            size=(40, 16),
+            notes="Output is the attention map (values in [0.5, 1)), not x * map. For odd H or W the official "
+                  "(reference) map is (H+1) x (W+1); the twin returns its top-left H x W window.",
+            extra={"reference_needs_even_hw": True},
         ),
         BlockSpec(
             name="sk",
             title="Selective Kernel unit",
             paper="Li et al., Selective Kernel Networks, CVPR 2019",
             arxiv="https://arxiv.org/abs/1903.06586",
-            official_repo="implus/SKNet (Caffe)",
+            official_repo="implus/SKNet (Caffe); keys of timm SelectiveKernel as in skresnext50_32x4d",
             module="deploykit.blocks.sk",
             reference="SKConv",
             safe="SKConvSafe",
-            defaults={"channels": 64},
+            # SKNet-50's first SK unit: 128 channels, 3x3 g32 + 3x3 g32 dilation 2, d = max(C/16, 32).
+            defaults={"channels": 128, "groups": 32},
             channels_arg="channels",
+            key_layouts=("ResearchingDexter/SKNet_pytorch SKConv (conv.i.j, fc1.j, fc2)",),
+            notes="Loads the conv2 unit of each block of timm's skresnext50_32x4d weights (strict).",
         ),
         BlockSpec(
             name="shuffle",
@@ -164,6 +180,7 @@ BLOCKS: dict[str, BlockSpec] = {
             safe="ShuffleAttentionSafe",
             defaults={"channel": 256, "groups": 64},
             channels_arg="channel",
+            notes="channel must be divisible by 2 * groups (SA-ResNet-50 uses 256 ... 2048 with groups 64).",
         ),
     ]
 }

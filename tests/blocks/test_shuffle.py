@@ -1,0 +1,163 @@
+"""Shuffle Attention: official keys and init, the official computation re-derived per channel, export, fp16."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from deploykit import blocks
+from deploykit.blocks.init import randomize_for_verification
+from deploykit.blocks.shuffle import ShuffleAttention, ShuffleAttentionSafe
+from deploykit.export.exporters import export_onnx
+from deploykit.export.fp16 import convert_to_fp16
+from deploykit.onnx_utils.graph import count_shape_nodes
+
+# wofmanaf/SA-Net models/sa_resnet.py sa_layer: four (1, C/2G, 1, 1) parameters, then GroupNorm(C/2G, C/2G).
+OFFICIAL_KEYS = ["cweight", "cbias", "sweight", "sbias", "gn.weight", "gn.bias"]
+
+
+def _pair(channel: int = 256, groups: int = 64) -> tuple[ShuffleAttention, ShuffleAttentionSafe]:
+    ref = randomize_for_verification(ShuffleAttention(channel, groups), seed=5).eval()
+    safe = ShuffleAttentionSafe(channel, groups).eval()
+    safe.load_state_dict(ref.state_dict(), strict=True)
+    return ref, safe
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+
+def official_shuffle_attention(x: torch.Tensor, state: dict, groups: int) -> torch.Tensor:
+    """Official sa_layer channel by channel, in float64: within each group of C/G channels the first half
+    gets the channel gate, the second half the GroupNorm (one channel per group) gate; then the 2-group channel
+    shuffle, output channel 2m + i <- channel i * C/2 + m."""
+    sd = {k: v.double().flatten() for k, v in state.items()}
+    x = x.double()
+    c = x.shape[1]
+    per_group = c // groups
+    k_half = per_group // 2
+    gated = []
+    for ch in range(c):
+        v = x[:, ch]
+        j = ch % per_group
+        mean = v.mean((1, 2), keepdim=True)
+        if j < k_half:
+            gate = torch.sigmoid(sd["cweight"][j] * mean + sd["cbias"][j])
+        else:
+            k = j - k_half
+            var = ((v - mean) ** 2).mean((1, 2), keepdim=True)
+            normed = (v - mean) / torch.sqrt(var + 1e-5) * sd["gn.weight"][k] + sd["gn.bias"][k]
+            gate = torch.sigmoid(sd["sweight"][k] * normed + sd["sbias"][k])
+        gated.append(v * gate)
+    order = [i * (c // 2) + m for m in range(c // 2) for i in range(2)]
+    return torch.stack([gated[p] for p in order], dim=1)
+
+
+@pytest.mark.parametrize("cls", [ShuffleAttention, ShuffleAttentionSafe])
+def test_state_dict_keys_shapes_and_init_are_official(cls):
+    module = cls(256, 64)
+    state = module.state_dict()
+    assert list(state) == OFFICIAL_KEYS
+    for name in ("cweight", "cbias", "sweight", "sbias"):
+        assert tuple(state[name].shape) == (1, 2, 1, 1)
+    assert tuple(state["gn.weight"].shape) == (2,)
+    assert module.gn.num_groups == 2
+    torch.testing.assert_close(state["cweight"], torch.zeros(1, 2, 1, 1))
+    torch.testing.assert_close(state["sweight"], torch.zeros(1, 2, 1, 1))
+    torch.testing.assert_close(state["cbias"], torch.ones(1, 2, 1, 1))
+    torch.testing.assert_close(state["sbias"], torch.ones(1, 2, 1, 1))
+
+
+@pytest.mark.parametrize("cls", [ShuffleAttention, ShuffleAttentionSafe])
+def test_fresh_layer_scales_by_sigmoid_one_and_shuffles(cls):
+    # Zero weights and unit biases: both gates are sigmoid(1); only the channel shuffle remains.
+    x = torch.randn(2, 64, 5, 7)
+    with torch.no_grad():
+        y = cls(64, 8).eval()(x)
+    expected = torch.stack([x[:, i * 32 + m] for m in range(32) for i in range(2)], 1) / (1 + math.exp(-1))
+    torch.testing.assert_close(y, expected)
+
+
+@pytest.mark.parametrize("channel,groups,size", [
+    (256, 64, (14, 14)),     # registry default, K = 2
+    (256, 64, (41, 17)),
+    (96, 16, (7, 9)),        # K = 3
+    (64, 32, (6, 5)),        # K = 1
+    (90, 15, (9, 4)),        # odd number of groups
+])
+def test_reference_and_twin_equal_the_official_computation(channel, groups, size):
+    ref, safe = _pair(channel, groups)
+    x = torch.randn(2, channel, *size, generator=torch.Generator().manual_seed(channel + size[0])) * 3
+    expected = official_shuffle_attention(x, ref.state_dict(), groups)
+    with torch.no_grad():
+        got_ref, got_safe = ref(x), safe(x)
+    assert got_safe.shape == x.shape
+    assert _rel(got_ref, expected) <= 1e-5
+    assert _rel(got_safe, expected) <= 1e-5
+
+
+@pytest.mark.parametrize("channel,groups", [(320, 64), (192, 64), (100, 64)])
+def test_channel_must_split_into_two_equal_halves_per_group(channel, groups):
+    # 192 / 64 = 3 channels per group: the official code runs but splits 2 + 1 and broadcasts its parameters.
+    with pytest.raises(ValueError, match="2 \\* groups"):
+        ShuffleAttention(channel, groups)
+
+
+def test_sa_resnet_style_checkpoint_with_module_prefix_loads_strictly(tmp_path):
+    ref, _ = _pair()
+    path = tmp_path / "sa_layer.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ref.state_dict().items()}}, path)
+    safe = ShuffleAttentionSafe(256, 64).eval()
+    blocks.load_checkpoint(safe, path)
+    x = torch.randn(2, 256, 8, 8)
+    with torch.no_grad():
+        assert _rel(safe(x), ref(x)) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The twin (randomized weights) exported by both exporters with dynamic batch, height and width."""
+    ref, safe = _pair()
+    root = tmp_path_factory.mktemp("shuffle")
+    paths = {}
+    for exporter in ("dynamo", "torchscript"):
+        paths[exporter] = root / f"{exporter}.onnx"
+        export_onnx(safe, (torch.randn(2, 256, 14, 14),), paths[exporter], exporter=exporter,
+                    input_names=["input"], output_names=["output"],
+                    dynamic_axes={"input": {0: ("batch", 1, 64), 2: ("height", 4, 256), 3: ("width", 4, 256)}})
+    return ref, safe, paths
+
+
+def _run(path, x: torch.Tensor) -> torch.Tensor:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_twin_graph_has_no_reshape_and_no_shape_computation(exported, exporter):
+    _, safe, paths = exported
+    ops = {node.op_type for node in onnx.load(str(paths[exporter])).graph.node}
+    assert count_shape_nodes(paths[exporter]) == 0
+    assert not ops & {"Reshape", "Transpose", "Shape", "Expand"}
+    x = torch.randn(3, 256, 41, 17, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        assert _rel(_run(paths[exporter], x), safe(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("scale,tolerance", [(50.0, 2e-3), (400.0, 2e-3)])
+def test_fp16_graph_is_accurate_and_finite(exported, tmp_path, scale, tolerance):
+    # +-400 puts |x - mean| above 256, where an fp16 square would overflow: the Pow stays in fp32.
+    ref, _, paths = exported
+    fp16_path = tmp_path / "shuffle_fp16.onnx"
+    onnx.save(convert_to_fp16(onnx.load(str(paths["dynamo"]))), str(fp16_path))
+    x = (torch.rand(4, 256, 14, 14, generator=torch.Generator().manual_seed(6)) * 2 - 1) * scale
+    with torch.no_grad():
+        expected = ref(x)
+    got = _run(fp16_path, x)
+    assert np.isfinite(got.numpy()).all()
+    assert _rel(got, expected) <= tolerance
