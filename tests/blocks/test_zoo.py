@@ -33,6 +33,10 @@ REQUIRED_SHAPE_NODES = {
     ("sam-ca_attention0", "torchscript", "batch"): 17,
     ("sam-ca_attention0", "torchscript", "batch+hw"): 17,
     ("sam-ca_attention0", "dynamo", "batch+hw"): 10,
+    # HA-CNN's x2 upsample of a stride-2 map must be cropped to the input's H x W (odd sizes): the crop reads
+    # the size; the dynamo exporter folds it when H and W are static, the TorchScript exporter cannot.
+    ("hacnn", "torchscript", "batch"): 6,
+    ("hacnn", "dynamo", "batch+hw"): 2,
 }
 
 
@@ -66,15 +70,13 @@ def test_twin_equals_reference(name, overrides, size):
     x = blocks.example_input(name, 3, height=h, width=w, seed=1, **overrides)
     with torch.no_grad():
         out_safe = safe(x)
-        try:
-            out_ref = ref(x)
-        except RuntimeError:
-            # Only where the official formulation is undefined for this size (documented in the block file);
-            # the twin must still produce the deploy unit's output shape.
-            assert size is not None
-            assert out_safe.shape == x.shape
-            pytest.xfail(f"the reference of {name} is undefined at {size}; the twin handles it")
-    assert out_safe.shape == out_ref.shape == x.shape
+        out_ref = ref(x)
+    assert out_safe.shape == x.shape
+    if out_ref.shape != x.shape:
+        # Only where the official map is larger than the input (HA-CNN at odd sizes, documented in the block
+        # file): the twin is the official map's top-left H x W window, the value at every input pixel.
+        assert size is not None and blocks.spec(name).extra.get("reference_needs_even_hw")
+        out_ref = out_ref[..., : x.shape[2], : x.shape[3]]
     err = rel_error(out_ref, out_safe)
     print(f"{name} {size}: relative error {err:.2e}")
     assert err <= 1e-5
