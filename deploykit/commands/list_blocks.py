@@ -10,12 +10,14 @@ import click
 @click.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def list_blocks(as_json: bool):
-    """List the blocks with their papers and default arguments."""
+    """List the blocks and the networks built from them, with their papers and defaults."""
     from deploykit.blocks.registry import BLOCKS
+    from deploykit.networks.registry import NETWORKS
 
     rows = [s.summary() for s in BLOCKS.values()]
+    network_rows = [s.summary() for s in NETWORKS.values()]
     if as_json:
-        click.echo(json.dumps({"blocks": rows}, indent=2))
+        click.echo(json.dumps({"blocks": rows, "networks": network_rows}, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
@@ -26,4 +28,12 @@ def list_blocks(as_json: bool):
     for r in rows:
         table.add_row(r["name"], r["title"], f"{r['paper']}\n{r['arxiv']}",
                       ", ".join(f"{k}={v}" for k, v in r["defaults"].items()), "x".join(map(str, r["input_shape"])))
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    networks = Table(title="deploykit networks (deploykit export --model NAME)")
+    for col in ("name", "network", "paper", "blocks", "params (M)", "input CxHxW"):
+        networks.add_column(col)
+    for r in network_rows:
+        networks.add_row(r["name"], r["title"], f"{r['paper']}\n{r['arxiv']}", ", ".join(r["blocks"]),
+                         f"{r['params_m']:g}", "x".join(map(str, r["input_shape"])))
+    console.print(networks)

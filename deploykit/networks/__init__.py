@@ -1,0 +1,131 @@
+"""The published networks built from deploykit's blocks, their checkpoints, and whole-model conversion.
+
+Public API:
+    names()                                   -> registered network names
+    spec(name)                                -> NetworkSpec (paper, published params), no torch import
+    create(name, variant="reference"|"safe", **overrides) -> torch.nn.Module (eval mode not set)
+    load_checkpoint(model, path_or_state)     -> loads an authors' checkpoint (nested dicts, `module.` prefixes)
+    count_parameters(model)                   -> parameters counted as the papers count them
+    default_config(name)                      -> ExportConfig from export_configs/<name>.yaml (or the registry)
+    build_network_modules(config)             -> SourceModules for deploykit.export.pipeline
+    make_export_safe(model)                   -> (model, report); see deploykit.networks.convert
+"""
+
+from __future__ import annotations
+
+from deploykit.networks.registry import NETWORKS, VARIANTS, NetworkSpec, names, spec
+
+
+def create(name: str, variant: str = "reference", **overrides):
+    """Build network `name` with its registry defaults updated by `overrides`.
+
+    Args:
+        name: a registered network name (`names()`).
+        variant: "reference" (the authors' computation) or "safe" (export-safe blocks and network code).
+        **overrides: builder arguments (num_classes, and per family reduced widths/depths for fast tests).
+    """
+    import importlib
+
+    from deploykit.errors import UserInputError, unknown_name_error
+
+    net = spec(name)
+    if variant not in VARIANTS:
+        raise unknown_name_error("variant", variant, VARIANTS)
+    builder = getattr(importlib.import_module(net.module), net.builder)
+    kwargs = {**net.defaults, **overrides}
+    try:
+        return builder(variant=variant, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserInputError(f"network '{name}': bad arguments {overrides}: {exc}",
+                             hint="fix source.args in the export config") from exc
+
+
+def count_parameters(model) -> int:
+    """Parameters as the papers count them: every parameter, minus training-only heads a network declares
+    in `TRAINING_ONLY_PREFIXES` (HA-CNN's classifiers, unused at test time)."""
+    skip = tuple(getattr(model, "TRAINING_ONLY_PREFIXES", ()))
+    return sum(p.numel() for name, p in model.named_parameters() if not (skip and name.startswith(skip)))
+
+
+def load_checkpoint(model, source, *, strict: bool = True):
+    """Load an authors' checkpoint (local path or state dict) into a network built by `create`.
+
+    Reads with `torch.load(weights_only=True)`, unwraps `state_dict` / `model` nesting and DataParallel's
+    `module.` prefix; a key mismatch raises UserInputError listing the missing and unexpected keys.
+    """
+    from deploykit.blocks.checkpoints import load_checkpoint as _load
+    from deploykit.errors import UserInputError
+
+    converters = tuple(getattr(model, "KEY_CONVERTERS", ()))
+    try:
+        return _load(model, source, strict=strict, converters=converters)
+    except UserInputError as exc:
+        raise UserInputError(exc.message, hint=f"check that the checkpoint is a {type(model).__name__} of the "
+                                               "same depth, widths and num_classes") from None
+
+
+def default_config(name: str):
+    """export_configs/<name>.yaml when it exists, else a config from the network's registry defaults."""
+    from deploykit.export.config import find_config_dir, load_config, parse_config
+
+    net = spec(name)
+    folder = find_config_dir()
+    if folder is not None and (folder / f"{name}.yaml").is_file():
+        config = load_config(folder / f"{name}.yaml")
+        if config.source.network != name:
+            from deploykit.errors import UserInputError
+
+            raise UserInputError(f"{folder / f'{name}.yaml'}: source.network is {config.source.network!r}, "
+                                 f"not '{name}'", hint="set source.network to the file's name")
+        return config
+    h, w = net.input_size
+    return parse_config({"source": {"network": name}, "precisions": ["fp32", "fp16"],
+                         "input": {"channels": 3, "batch": {"min": 1, "opt": 8, "max": 32},
+                                   "height": {"opt": h}, "width": {"opt": w}}},
+                        f"registry defaults of network '{name}'")
+
+
+def build_network_modules(config):
+    """The exported (safe or reference) network and the reference it is verified against, same weights."""
+    from deploykit.blocks.init import randomize_for_verification
+    from deploykit.errors import UserInputError
+    from deploykit.export.source import SourceModules
+
+    src, inp = config.source, config.input
+    net = spec(src.network)
+    if inp.channels not in (None, 3):
+        raise UserInputError(f"input.channels is {inp.channels} but network '{src.network}' takes RGB images",
+                             hint="set input.channels to 3")
+    if net.fixed_input_size and (inp.height.dynamic or inp.width.dynamic
+                                 or (inp.height.opt, inp.width.opt) != net.input_size):
+        h, w = net.input_size
+        raise UserInputError(f"network '{src.network}' only accepts {h}x{w} inputs (its local branch crops at "
+                             f"fixed sizes)", hint=f"use --size {h}x{w} without --dynamic-hw")
+    reference = create(src.network, "reference", **src.args)
+    if src.weights:
+        report = load_checkpoint(reference, src.weights)
+        weights = {"path": src.weights, "converted_by": report.converted_by,
+                   "stripped_prefix": report.stripped_prefix, "nested_key": report.nested_key}
+    else:
+        randomize_for_verification(reference, seed=config.seed)
+        weights = {"path": None, "note": f"no weights given: seeded random weights (seed {config.seed}) with "
+                                         "non-trivial normalisation statistics, so parity is meaningful"}
+    reference.eval()
+    if src.variant == "safe":
+        exported = create(src.network, "safe", **src.args)
+        exported.load_state_dict(reference.state_dict(), strict=True)
+        exported.eval()
+    else:
+        exported = reference
+    return SourceModules(exported, reference, 3, weights)
+
+
+def make_export_safe(model, example_inputs=None, **kwargs):
+    """See deploykit.networks.convert.make_export_safe."""
+    from deploykit.networks.convert import make_export_safe as _convert
+
+    return _convert(model, example_inputs, **kwargs)
+
+
+__all__ = ["NETWORKS", "NetworkSpec", "VARIANTS", "build_network_modules", "count_parameters", "create",
+           "default_config", "load_checkpoint", "make_export_safe", "names", "spec"]
