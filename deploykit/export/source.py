@@ -15,10 +15,34 @@ class SourceModules:
     weights_report: dict
 
 
+def weights_and_twin(reference, make_safe, config, load_checkpoint=None):
+    """Load the configured weights into `reference` (or seeded non-trivial ones), put it in eval mode, and
+    return (the module to export, a weights report): the safe twin carrying the same weights, or the reference."""
+    from deploykit.blocks.init import randomize_for_verification
+
+    if load_checkpoint is None:
+        from deploykit.blocks import load_checkpoint
+
+    src = config.source
+    if src.weights:
+        report = load_checkpoint(reference, src.weights)
+        weights = {"path": src.weights, "converted_by": report.converted_by,
+                   "stripped_prefix": report.stripped_prefix, "nested_key": report.nested_key}
+    else:
+        randomize_for_verification(reference, seed=config.seed)
+        weights = {"path": None, "note": f"no weights given: seeded random weights (seed {config.seed}) with "
+                                         "non-trivial normalisation statistics, so parity is meaningful"}
+    reference.eval()
+    if src.variant != "safe":
+        return reference, weights
+    exported = make_safe()
+    exported.load_state_dict(reference.state_dict(), strict=True)
+    return exported.eval(), weights
+
+
 def build_modules(config) -> SourceModules:
     """Instantiate the configured block, load its weights (or seeded non-trivial ones) into both variants."""
     from deploykit import blocks
-    from deploykit.blocks.init import randomize_for_verification
 
     src = config.source
     if src.network is not None:
@@ -31,20 +55,7 @@ def build_modules(config) -> SourceModules:
     except (ValueError, AssertionError) as exc:
         raise UserInputError(f"block '{src.block}' cannot be built with args {src.args}: {exc}",
                              hint="fix source.args in the export config") from None
-    if src.weights:
-        report = blocks.load_checkpoint(reference, src.weights)
-        weights = {"path": src.weights, "converted_by": report.converted_by, "stripped_prefix": report.stripped_prefix}
-    else:
-        randomize_for_verification(reference, seed=config.seed)
-        weights = {"path": None, "note": f"no weights given: seeded random weights (seed {config.seed}) with "
-                                         "non-trivial normalisation statistics, so parity is meaningful"}
-    reference.eval()
-    if src.variant == "safe":
-        exported = blocks.create(src.block, "safe", **src.args)
-        exported.load_state_dict(reference.state_dict(), strict=True)
-        exported.eval()
-    else:
-        exported = reference
+    exported, weights = weights_and_twin(reference, lambda: blocks.create(src.block, "safe", **src.args), config)
     channels = spec.input_shape(**src.args)[0]
     if config.input.channels is not None and config.input.channels != channels:
         raise UserInputError(

@@ -87,9 +87,8 @@ def default_config(name: str):
 
 def build_network_modules(config):
     """The exported (safe or reference) network and the reference it is verified against, same weights."""
-    from deploykit.blocks.init import randomize_for_verification
     from deploykit.errors import UserInputError
-    from deploykit.export.source import SourceModules
+    from deploykit.export.source import SourceModules, weights_and_twin
 
     src, inp = config.source, config.input
     net = spec(src.network)
@@ -102,21 +101,8 @@ def build_network_modules(config):
         raise UserInputError(f"network '{src.network}' only accepts {h}x{w} inputs (its local branch crops at "
                              f"fixed sizes)", hint=f"use --size {h}x{w} without --dynamic-hw")
     reference = create(src.network, "reference", **src.args)
-    if src.weights:
-        report = load_checkpoint(reference, src.weights)
-        weights = {"path": src.weights, "converted_by": report.converted_by,
-                   "stripped_prefix": report.stripped_prefix, "nested_key": report.nested_key}
-    else:
-        randomize_for_verification(reference, seed=config.seed)
-        weights = {"path": None, "note": f"no weights given: seeded random weights (seed {config.seed}) with "
-                                         "non-trivial normalisation statistics, so parity is meaningful"}
-    reference.eval()
-    if src.variant == "safe":
-        exported = create(src.network, "safe", **src.args)
-        exported.load_state_dict(reference.state_dict(), strict=True)
-        exported.eval()
-    else:
-        exported = reference
+    exported, weights = weights_and_twin(reference, lambda: create(src.network, "safe", **src.args), config,
+                                         load_checkpoint=load_checkpoint)
     return SourceModules(exported, reference, 3, weights)
 
 
