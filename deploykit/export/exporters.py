@@ -80,6 +80,26 @@ def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: st
     return buf.getvalue()
 
 
+# What each exporter imports on first use; importing it early lets other work overlap those seconds.
+_EXPORTER_MODULES = {
+    "dynamo": ("torch.export", "torch.onnx._internal.exporter._core", "onnxscript.function_libs.torch_lib.ops"),
+    "torchscript": ("torch.onnx.utils",),
+}
+
+
+def preload_exporter(exporter: str) -> None:
+    """Import an exporter's modules ahead of use. Best effort: a renamed module is simply imported later."""
+    import importlib
+
+    for name in _EXPORTER_MODULES.get(exporter, ()):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a missing module only means no head start
+            pass
+
+
 def export_with_fallback(module, example_inputs: tuple, path: str | Path, *, strategies=EXPORTERS,
                          **kwargs) -> ExportOutcome:
     """Try each exporter in order until one writes a graph that onnx can load; record every attempt."""

@@ -62,17 +62,26 @@ class TensorRange:
 
 def classify(values: np.ndarray) -> tuple[str | None, float, float, float]:
     """(kind or None, max |finite value|, tiny fraction, flush-to-zero fraction) of one tensor."""
-    a = np.abs(np.asarray(values, dtype=np.float64)).ravel()
-    a = a[np.isfinite(a)]
+    a = np.abs(np.asarray(values)).ravel()   # in its own dtype: fp16's limits are far inside fp32's
     if not a.size:
         return None, 0.0, 0.0, 0.0
-    max_abs = float(a.max())
-    nonzero = a[a > 0]
-    tiny = float((nonzero < FP16_MIN_NORMAL).mean()) if nonzero.size else 0.0
-    zero = float((nonzero < FP16_MIN_SUBNORMAL).mean()) if nonzero.size else 0.0
+    top = a.max()
+    if not np.isfinite(top):  # an Inf or NaN somewhere: rank the finite values only
+        a = a[np.isfinite(a)]
+        if not a.size:
+            return None, 0.0, 0.0, 0.0
+        top = a.max()
+    max_abs = float(top)
+    nonzero = np.count_nonzero(a)
+    if nonzero:
+        tiny = np.count_nonzero(a < FP16_MIN_NORMAL) - (a.size - nonzero)   # 0 < |x| < min normal
+        zero = np.count_nonzero(a < FP16_MIN_SUBNORMAL) - (a.size - nonzero)
+        tiny, zero = tiny / nonzero, zero / nonzero
+    else:
+        tiny = zero = 0.0
     if max_abs > FP16_MAX:
         return "overflow", max_abs, tiny, zero
-    if nonzero.size and tiny > UNDERFLOW_FRACTION:
+    if nonzero and tiny > UNDERFLOW_FRACTION:
         return "underflow", max_abs, tiny, zero
     return None, max_abs, tiny, zero
 
