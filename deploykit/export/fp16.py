@@ -6,9 +6,12 @@ normalisations, exp/log. Individual nodes can be kept too (`fp32_nodes`: the exp
 producers and readers of tensors whose measured fp32 range leaves fp16). This is the graph TensorRT 11 needs
 for fp16 engines (strongly typed networks take precision from the graph; there is no FP16 builder flag).
 
-Two converter quirks are handled around the call, not inside the graph logic: an initializer shared between a
-kept node and an fp16 node would get a single type (so kept nodes get their own copy first), and a graph
-output produced by a kept node would be re-declared fp16 (so it is cast back to fp32 when I/O stays fp32).
+Converter quirks are handled around the call, not inside the graph logic: an initializer shared between a
+kept node and an fp16 node would get a single type (so kept nodes get their own copy first); a graph output
+produced by a kept node would be re-declared fp16 (so it is cast back to fp32 when I/O stays fp32); a
+ConstantOfShape without a `value` (an fp32 zero by default) would be re-declared fp16 while still making fp32
+(so the default is written out first, and the converter then converts it); and unnamed nodes would get
+identically named boundary Casts (so every node gets a unique name first).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ def convert_to_fp16(model, *, keep_io_types: bool = True, fp32_ops=DEFAULT_FP32_
     fp32_nodes = list(fp32_nodes)
     model = onnx.ModelProto.FromString(model.SerializeToString())
     declared = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    _name_nodes(model)
+    _explicit_constant_of_shape_values(model)
     if fp32_nodes:
         _private_initializers(model, set(fp32_nodes))
     with warnings.catch_warnings():
@@ -42,6 +47,28 @@ def convert_to_fp16(model, *, keep_io_types: bool = True, fp32_ops=DEFAULT_FP32_
     if keep_io_types:
         _restore_output_types(half, declared)
     return half
+
+
+def _name_nodes(model) -> None:
+    """Name every unnamed node after its first output (the name `fp32_nodes` already uses for it), unique."""
+    used = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = node.output[0] if node.output and node.output[0] else f"{node.op_type}_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+
+
+def _explicit_constant_of_shape_values(model) -> None:
+    """Write out ConstantOfShape's default value (one fp32 zero) so the converter sees and converts it."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    for node in model.graph.node:
+        if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
+            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float32))))
 
 
 def _private_initializers(model, kept: set[str]) -> None:
