@@ -15,8 +15,10 @@ then proj0 (1x1, groups C/h, expand 2) -> BN -> GELU -> proj1 gives the modulato
 Export-safe twin: computes natively in NCHW. The token Linears become 1x1 convolutions with the same weights;
 the heads are static channel slices; the interleave is one Gather with constant indices (a non-persistent
 buffer, so the keys do not change) instead of 5-D reshapes that need H and W; no getattr loop, no attribute
-write, no sizes read from the tensor. The self-attention option needs the token count, so its graph carries a
-few shape nodes when H and W are dynamic (and under the TorchScript exporter): the math requires them.
+write, no sizes read from the tensor. The self-attention option keeps the tokens on their H x W grid: per
+head (a static channel slice), the logits are one Einsum (B, H, W, H, W), the softmax runs over the last two
+axes jointly (ReduceMax, Exp, ReduceSum), and a second Einsum applies it; nothing is flattened to N = H * W,
+so no size is read even with dynamic H and W or under the TorchScript exporter.
 """
 
 from __future__ import annotations
@@ -136,15 +138,22 @@ class ScaleAwareModulationSafe(ScaleAwareModulation):
 
     def _self_attention(self, x: torch.Tensor) -> torch.Tensor:
         heads, d = self.sa_num_heads, self.dim // self.sa_num_heads
-        q = linear_as_conv1x1(x, self.q).flatten(2)          # (B, C, N)
+        # q is scaled before the product (same math): fp16 logits stay sqrt(d) times further from overflow.
+        q = linear_as_conv1x1(x, self.q) * self.scale         # (B, C, H, W), head-major channels
         kv = linear_as_conv1x1(x, self.kv)                    # (B, 2C, H, W)
-        k, v_img = kv[:, : self.dim], kv[:, self.dim:]
-        q = q.unflatten(1, (heads, d))                        # (B, h, d, N)
-        k = k.flatten(2).unflatten(1, (heads, d))
-        v = v_img.flatten(2).unflatten(1, (heads, d))
-        # Softmax in fp32 so an fp16 graph keeps the attention logits in range.
-        logits = (q.transpose(-2, -1) @ k) * self.scale       # (B, h, N, N)
-        attn = self.attn_drop(logits.float().softmax(dim=-1).to(v.dtype))
-        out = (v @ attn.transpose(-2, -1)).flatten(1, 2)      # (B, C, N)
-        out = out.reshape_as(x) + self.local_conv(v_img)
+        k, v = kv[:, : self.dim], kv[:, self.dim:]
+        outs = []
+        for i in range(heads):
+            h = slice(i * d, (i + 1) * d)
+            # Tokens stay on the (H, W) grid: query (i, j) against key (k, l), no flatten to N = H * W.
+            logits = torch.einsum("bdij,bdkl->bijkl", q[:, h], k[:, h])
+            attn = self.attn_drop(_softmax_over_last_two(logits))
+            outs.append(torch.einsum("bdkl,bijkl->bdij", v[:, h], attn))
+        out = torch.cat(outs, dim=1) + self.local_conv(v)
         return self.proj_drop(linear_as_conv1x1(out, self.proj))
+
+
+def _softmax_over_last_two(t: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last two axes jointly (all H x W keys); max-subtracted, so exp never overflows."""
+    e = (t - t.amax((-2, -1), keepdim=True)).exp()
+    return e / e.sum((-2, -1), keepdim=True)
