@@ -21,15 +21,14 @@ larger than the input (41x17 -> 42x18) and HA-CNN's `x * attn` fails there. HA-C
 sizes (40x16, 20x8, 10x4 for its 160x64 input).
 
 Export-safe twin (`SoftAttnSafe`, same constructor and keys):
-- the official x2 upsample (bilinear, align_corners=True) of the stride-2 map, cropped to the input's H x W,
-  is written as two small matrix products, A_h @ s @ A_w^T. A_h[i, j] = max(0, 1 - |i (n-1)/(2n-1) - j|)
-  is the bilinear ("tent") weight of source row j for output row i when n rows are doubled with aligned
-  corners, for output rows i = 0 .. H-1 only; A_w likewise. The row and column indices come from cumulative
-  sums of ones shaped like the maps themselves, so no size is ever read: the graph has no Shape node under
-  either exporter, with a dynamic batch and with dynamic H and W. For even H and W this is the official map;
-  for odd H or W it is the top-left H x W window of the official (H+1) x (W+1) map, i.e. the official value
-  at every input pixel (equal up to float rounding, about 1e-7). A Resize plus a crop would have to read H
-  and W: the stride-2 map has ceil(H/2) rows, which no longer tells odd H from even;
+- the upsample is the official one with a constant scale (x2, align_corners=True: a Resize with constant
+  scales), followed by a crop to the input's H x W done without reading H or W: the row indices 0 .. H-1
+  are counted from the input itself (a cumulative sum of ones along one of its rows) and picked with a
+  Gather; likewise the columns. For even H and W the crop keeps everything, so the twin equals the
+  reference; for odd H or W it returns the top-left H x W window of the official (H+1) x (W+1) map, i.e. the
+  official value at every input pixel. The graph has no Shape node under either exporter, with a dynamic
+  batch and with dynamic H and W. (A Slice to H x W would have to read the size: the stride-2 map has
+  ceil(H/2) rows, which no longer tells odd H from even.)
 - the channel pool is a ReduceMean, not an average pool whose kernel is read from `x.size()`;
 - the 1x1 ConvBlock on `spatial * channel` uses that the product is rank one per sample:
   conv(s * c) = s * (W c) + bias, so the C x C convolution runs on the (B, C, 1, 1) channel vector instead
@@ -116,37 +115,23 @@ class SoftAttn(nn.Module):
         return torch.sigmoid(self.conv(y))
 
 
-def _ones_like_slice(t: torch.Tensor) -> torch.Tensor:
-    """Ones shaped like `t` without reading its shape. A non-finite input already makes the whole official
-    map NaN (the channel branch averages over every pixel), so `t * 0` may turn NaN here without changing that."""
-    return t * 0 + 1
-
-
-def _x2_upsample_weights(out_ones: torch.Tensor, in_ones: torch.Tensor) -> torch.Tensor:
-    """Bilinear align-corners weights (1, 1, H, n) for doubling n rows, kept for output rows 0 .. H-1.
-
-    `out_ones` is (1, 1, H, 1) and `in_ones` (1, 1, 1, n): ones whose shapes carry H and n.
-    """
-    i = out_ones.cumsum(2) - 1                       # output row index 0 .. H-1
-    j = in_ones.cumsum(3) - 1                        # source row index 0 .. n-1
-    n = in_ones.sum(3, keepdim=True)
-    src = i * ((n - 1) / (2 * n - 1))                # align_corners: (in - 1) / (out - 1) with out = 2n
-    return torch.relu(1 - (src - j).abs())
+def _leading_indices(line: torch.Tensor) -> torch.Tensor:
+    """0, 1, ..., len - 1 for a 1-D slice of the input, without reading its length (x ** 0 is 1, NaN included)."""
+    return (line.pow(0).cumsum(0) - 1).long()
 
 
 class SoftAttnSafe(SoftAttn):
-    """Export-safe soft attention: the x2 upsample and crop as two matrix products, ReduceMean pool,
-    rank-one 1x1 conv; no size is read from any tensor."""
+    """Export-safe soft attention: constant-scale upsample, crop by index vectors counted from the input,
+    ReduceMean pool, rank-one 1x1 conv; no size is read from any tensor."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         sa, ca = self.spatial_attn, self.channel_attn
         m = x.mean(1, keepdim=True)                                # (B, 1, H, W)
-        s = sa.conv1(m)                                            # (B, 1, n, w): the stride-2 map
-        a_h = _x2_upsample_weights(_ones_like_slice(m[:1, :, :, :1]),
-                                   _ones_like_slice(s[:1, :, :, :1]).transpose(2, 3))
-        a_w = _x2_upsample_weights(_ones_like_slice(m[:1, :, :1, :]).transpose(2, 3),
-                                   _ones_like_slice(s[:1, :, :1, :]))
-        s = sa.conv2(a_h @ s @ a_w.transpose(2, 3))                # (B, 1, H, W)
+        s = sa.conv1(m)                                            # (B, 1, ceil(H/2), ceil(W/2))
+        # The official x2 upsample (a constant-scale Resize), then its first H rows and W columns.
+        s = F.interpolate(s, scale_factor=2.0, mode="bilinear", align_corners=True)
+        s = s.index_select(2, _leading_indices(m[0, 0, :, 0])).index_select(3, _leading_indices(m[0, 0, 0, :]))
+        s = sa.conv2(s)                                            # (B, 1, H, W)
         c = ca.conv2(ca.conv1(x.mean((2, 3), keepdim=True)))       # (B, C, 1, 1)
         # conv1x1(s * c) == s * conv1x1_nobias(c) + bias: the product is rank one per sample.
         conv = self.conv.conv
