@@ -97,3 +97,29 @@ def write_markdown(path: str | Path, lines: Iterable[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+
+
+def timed_cli_export(target: list[str], out_dir: str | Path, *, python: str = sys.executable, timeout: float = 900,
+                     threads: int | None = None) -> dict:
+    """`python -m deploykit export TARGET --out DIR --force --json` in a subprocess: wall seconds, its JSON report
+    (None when stdout is not JSON), exit code and the last stderr line. With `threads`, PyTorch in the subprocess
+    uses that many intra-op threads (OMP_NUM_THREADS)."""
+    import json
+    import os
+    import subprocess
+    import time
+
+    cmd = [python, "-m", "deploykit", "export", *target, "--out", str(out_dir), "--force", "--json"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=env)
+    wall = time.perf_counter() - t0
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        report = None
+    return {"wall": wall, "code": proc.returncode, "report": report,
+            "stderr": (proc.stderr.strip().splitlines() or [""])[-1][:200]}
+

@@ -11,8 +11,6 @@ subprocess wall time (what the user waits, Python start-up and imports included)
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,17 +27,7 @@ TARGET_SECONDS = 10.0
 
 def time_export(block: str, out_dir: Path, python: str = sys.executable, timeout: float = 900) -> dict:
     """One `python -m deploykit export --block NAME --json` run: wall seconds, its JSON and exit code."""
-    cmd = [python, "-m", "deploykit", "export", "--block", block, "--out", str(out_dir), "--force", "--json"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO), os.environ.get("PYTHONPATH")]))}
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, cwd=common.REPO, env=env)
-    wall = time.perf_counter() - t0
-    try:
-        report = json.loads(proc.stdout)
-    except ValueError:
-        report = None
-    return {"wall": wall, "code": proc.returncode, "report": report,
-            "stderr": (proc.stderr.strip().splitlines() or [""])[-1][:200]}
+    return common.timed_cli_export(["--block", block], out_dir, python=python, timeout=timeout)
 
 
 def import_time(python: str = sys.executable) -> float:

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,24 +38,8 @@ BACKENDS = ("torch-reference", "torch-safe", "onnxruntime")
 
 
 def run_export(name: str, out_dir: Path, threads: int | None = None, timeout: float = 1800) -> dict:
-    """`python -m deploykit export --model NAME --json` in a subprocess: wall seconds, report, exit code.
-
-    With `threads`, PyTorch in the subprocess uses that many intra-op threads (OMP_NUM_THREADS)."""
-    cmd = [sys.executable, "-m", "deploykit", "export", "--model", name, "--out", str(out_dir), "--force", "--json"]
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(common.REPO), os.environ.get("PYTHONPATH")]))}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout, cwd=common.REPO,
-                          env=env)
-    wall = time.perf_counter() - t0
-    try:
-        report = json.loads(proc.stdout)
-    except ValueError:
-        report = None
-    return {"wall": wall, "code": proc.returncode, "report": report,
-            "stderr": (proc.stderr.strip().splitlines() or [""])[-1][:200]}
+    """`python -m deploykit export --model NAME --json` in a subprocess: wall seconds, report, exit code."""
+    return common.timed_cli_export(["--model", name], out_dir, timeout=timeout, threads=threads)
 
 
 def time_backends(name: str, onnx_path: Path, batches, warmup: int, iters: int, threads: int, monitor) -> dict:
