@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploykit._lookup import lookup
+
 VARIANTS = ("reference", "safe")
 
 
@@ -193,9 +195,4 @@ def names() -> list[str]:
 
 def spec(name: str) -> BlockSpec:
     """The spec of block `name`; an unknown name raises UserInputError with the valid names."""
-    try:
-        return BLOCKS[name]
-    except KeyError:
-        from deploykit.errors import unknown_name_error
-
-        raise unknown_name_error("block", name, names()) from None
+    return lookup(BLOCKS, "block", name)

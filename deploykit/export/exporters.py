@@ -82,7 +82,10 @@ def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: st
 
 # What each exporter imports on first use; importing it early lets other work overlap those seconds.
 _EXPORTER_MODULES = {
-    "dynamo": ("torch.export", "torch.onnx._internal.exporter._core", "onnxscript.function_libs.torch_lib.ops"),
+    # torch.export.export imports its tracer (dynamo, AOT autograd) and onnxscript its rewriter only when called.
+    "dynamo": ("torch.export", "torch.export._trace", "torch._functorch.aot_autograd",
+               "torch.onnx._internal.exporter._core", "onnxscript.function_libs.torch_lib.ops",
+               "onnxscript.rewriter.onnx_fusions"),
     "torchscript": ("torch.onnx.utils",),
 }
 

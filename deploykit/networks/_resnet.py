@@ -41,6 +41,44 @@ def make_stage(block_fn: BlockFn, inplanes: int, planes: int, blocks: int, strid
     return nn.Sequential(*layers)
 
 
+class ResNetBottleneck(nn.Module):
+    """torchvision Bottleneck: 1x1 -> 3x3 (stride) -> 1x1 (x4) -> `attend` -> residual add -> ReLU.
+
+    Subclasses register their attention after this constructor, so its keys follow `downsample` as in the
+    authors' blocks, and override `attend`.
+
+    Args:
+        inplanes: input channels.
+        planes: bottleneck width (output planes * 4).
+        stride: stride of the 3x3 conv.
+        downsample: shortcut module when shapes change.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * 4)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def attend(self, out: torch.Tensor) -> torch.Tensor:
+        """The attention on bn3's output, before the residual add; none here."""
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.attend(self.bn3(self.conv3(out)))
+        return self.relu(out + residual)
+
+
 class ResNetSkeleton(nn.Module):
     """torchvision-style ResNet with a pluggable residual block.
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from deploykit import blocks
-from deploykit.networks._resnet import ResNetSkeleton, conv1x1, conv3x3
+from deploykit.networks._resnet import ResNetBottleneck, ResNetSkeleton
 
 
 def adopt_submodules(owner: nn.Module, block: nn.Module) -> None:
@@ -35,7 +35,7 @@ def adopt_submodules(owner: nn.Module, block: nn.Module) -> None:
             owner.add_module(name, child)
 
 
-class GSoPBottleneck(nn.Module):
+class GSoPBottleneck(ResNetBottleneck):
     """torchvision Bottleneck, optionally with channel GSoP (the authors' attention '1') before the add.
 
     Args:
@@ -48,19 +48,9 @@ class GSoPBottleneck(nn.Module):
         variant: "reference" or "safe" GSoP.
     """
 
-    expansion = 4
-
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  attention: bool = False, att_dim: int = 128, variant: str = "reference"):
-        super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * 4)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
+        super().__init__(inplanes, planes, stride, downsample)
         gsop = None
         if attention:
             # The authors' rule, in the Bottleneck's own terms: stride 2 when planes <= 64.
@@ -70,14 +60,8 @@ class GSoPBottleneck(nn.Module):
         # Not registered as a child: its modules are registered above, under the authors' names.
         object.__setattr__(self, "gsop", gsop)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.gsop is not None:
-            out = self.gsop(out)
-        return self.relu(out + residual)
+    def attend(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.gsop is None else self.gsop(out)
 
 
 class GSoPNet1(ResNetSkeleton):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploykit._lookup import lookup
+
 VARIANTS = ("reference", "safe")
 
 
@@ -52,42 +54,43 @@ class NetworkSpec:
 _JONGCHAN = "Jongchan/attention-module MODELS/model_resnet.py ResidualNet"
 _JONGCHAN_CKPT = ("ResidualNet keys (conv1, bn1, layerN.i.{conv,bn}*, layerN.i.cbam.*, bamN.*, fc); the released "
                   "checkpoints' {'state_dict': {'module.' ...}} nesting is unwrapped")
+# Paper, arXiv link and the source of the parameter counts of the two ResidualNet attention types.
+_RESIDUAL_NET_PAPERS = {
+    "cbam": ("Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018", "https://arxiv.org/abs/1807.06521",
+             "CBAM paper, Table 4"),
+    "bam": ("Park et al., BAM: Bottleneck Attention Module, BMVC 2018", "https://arxiv.org/abs/1807.06514",
+            "BAM paper, ImageNet table"),
+}
+
+
+def _residual_net(name: str, title: str, block: str, **fields: Any) -> NetworkSpec:
+    """A ResidualNet of the CBAM/BAM authors: one repository, module and key layout for both attention types."""
+    paper, arxiv, params_source = _RESIDUAL_NET_PAPERS[block]
+    return NetworkSpec(name=name, title=title, paper=paper, arxiv=arxiv, official_repo=_JONGCHAN,
+                       module="deploykit.networks.resnet_attention", builder=name, blocks=(block,),
+                       params_rounding_m=0.005, params_source=params_source, checkpoint_layout=_JONGCHAN_CKPT,
+                       **fields)
+
+
+def _smt(name: str, title: str, **fields: Any) -> NetworkSpec:
+    """An SMT size, built like the official builder of the same name in AFeng-x/SMT."""
+    return NetworkSpec(name=name, title=title,
+                       paper="Lin et al., Scale-Aware Modulation Meet Transformer, ICCV 2023",
+                       arxiv="https://arxiv.org/abs/2307.08579", official_repo=f"AFeng-x/SMT models/smt.py {name}",
+                       module="deploykit.networks.smt", builder=name, blocks=("sam",),
+                       **{"checkpoint_layout": "official SMT keys, as smt_t", **fields})
+
 
 NETWORKS: dict[str, NetworkSpec] = {
     s.name: s
     for s in [
-        NetworkSpec(
-            name="resnet18_cbam", title="ResNet-18 + CBAM",
-            paper="Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018",
-            arxiv="https://arxiv.org/abs/1807.06521", official_repo=_JONGCHAN,
-            module="deploykit.networks.resnet_attention", builder="resnet18_cbam", blocks=("cbam",),
-            params_m=11.78, params_rounding_m=0.005, params_source="CBAM paper, Table 4",
-            checkpoint_layout=_JONGCHAN_CKPT, published_accuracy="70.73 top-1 (CBAM paper)",
-        ),
-        NetworkSpec(
-            name="resnet50_cbam", title="ResNet-50 + CBAM",
-            paper="Woo et al., CBAM: Convolutional Block Attention Module, ECCV 2018",
-            arxiv="https://arxiv.org/abs/1807.06521", official_repo=_JONGCHAN,
-            module="deploykit.networks.resnet_attention", builder="resnet50_cbam", blocks=("cbam",),
-            params_m=28.09, params_rounding_m=0.005, params_source="CBAM paper, Table 4",
-            checkpoint_layout=_JONGCHAN_CKPT, published_accuracy="77.622 top-1 (released checkpoint)",
-        ),
-        NetworkSpec(
-            name="resnet18_bam", title="ResNet-18 + BAM",
-            paper="Park et al., BAM: Bottleneck Attention Module, BMVC 2018",
-            arxiv="https://arxiv.org/abs/1807.06514", official_repo=_JONGCHAN,
-            module="deploykit.networks.resnet_attention", builder="resnet18_bam", blocks=("bam",),
-            params_m=11.71, params_rounding_m=0.005, params_source="BAM paper, ImageNet table",
-            checkpoint_layout=_JONGCHAN_CKPT,
-        ),
-        NetworkSpec(
-            name="resnet50_bam", title="ResNet-50 + BAM",
-            paper="Park et al., BAM: Bottleneck Attention Module, BMVC 2018",
-            arxiv="https://arxiv.org/abs/1807.06514", official_repo=_JONGCHAN,
-            module="deploykit.networks.resnet_attention", builder="resnet50_bam", blocks=("bam",),
-            params_m=25.92, params_rounding_m=0.005, params_source="BAM paper, ImageNet table",
-            checkpoint_layout=_JONGCHAN_CKPT, published_accuracy="76.860 top-1 (released checkpoint)",
-        ),
+        _residual_net("resnet18_cbam", "ResNet-18 + CBAM", "cbam", params_m=11.78,
+                      published_accuracy="70.73 top-1 (CBAM paper)"),
+        _residual_net("resnet50_cbam", "ResNet-50 + CBAM", "cbam", params_m=28.09,
+                      published_accuracy="77.622 top-1 (released checkpoint)"),
+        _residual_net("resnet18_bam", "ResNet-18 + BAM", "bam", params_m=11.71),
+        _residual_net("resnet50_bam", "ResNet-50 + BAM", "bam", params_m=25.92,
+                      published_accuracy="76.860 top-1 (released checkpoint)"),
         NetworkSpec(
             name="se_resnet50", title="SE-ResNet-50",
             paper="Hu et al., Squeeze-and-Excitation Networks, CVPR 2018",
@@ -121,36 +124,16 @@ NETWORKS: dict[str, NetworkSpec] = {
             checkpoint_layout="official EPSANet keys (layerN.i.conv2.conv_1..4, layerN.i.conv2.se.fc1/fc2)",
             published_accuracy="77.49 top-1",
         ),
-        NetworkSpec(
-            name="smt_t", title="SMT-T",
-            paper="Lin et al., Scale-Aware Modulation Meet Transformer, ICCV 2023",
-            arxiv="https://arxiv.org/abs/2307.08579", official_repo="AFeng-x/SMT models/smt.py smt_t",
-            module="deploykit.networks.smt", builder="smt_t", blocks=("sam",),
-            params_m=11.5, params_rounding_m=0.05, params_source="SMT paper, Table 1",
-            checkpoint_layout="official SMT keys (patch_embed1.conv.*, blockN.i.attn.*, blockN.i.mlp.*, normN, "
-                              "head); the release's {'model': ...} nesting is unwrapped",
-            published_accuracy="82.2 top-1",
-        ),
-        NetworkSpec(
-            name="smt_s", title="SMT-S",
-            paper="Lin et al., Scale-Aware Modulation Meet Transformer, ICCV 2023",
-            arxiv="https://arxiv.org/abs/2307.08579", official_repo="AFeng-x/SMT models/smt.py smt_s",
-            module="deploykit.networks.smt", builder="smt_s", blocks=("sam",),
-            params_m=22.55, params_rounding_m=0.005,
-            params_source="count of the official smt_s / configs/smt/smt_small_224.yaml (the paper prints 20.5 M, "
-                          "the README 21 M; neither matches the authors' own configuration)",
-            checkpoint_layout="official SMT keys, as smt_t",
-            published_accuracy="83.7 top-1",
-        ),
-        NetworkSpec(
-            name="smt_b", title="SMT-B",
-            paper="Lin et al., Scale-Aware Modulation Meet Transformer, ICCV 2023",
-            arxiv="https://arxiv.org/abs/2307.08579", official_repo="AFeng-x/SMT models/smt.py smt_b",
-            module="deploykit.networks.smt", builder="smt_b", blocks=("sam",),
-            params_m=32.0, params_rounding_m=0.05, params_source="SMT paper, Table 1",
-            checkpoint_layout="official SMT keys, as smt_t",
-            published_accuracy="84.3 top-1",
-        ),
+        _smt("smt_t", "SMT-T", params_m=11.5, params_rounding_m=0.05, params_source="SMT paper, Table 1",
+             checkpoint_layout="official SMT keys (patch_embed1.conv.*, blockN.i.attn.*, blockN.i.mlp.*, normN, "
+                               "head); the release's {'model': ...} nesting is unwrapped",
+             published_accuracy="82.2 top-1"),
+        _smt("smt_s", "SMT-S", params_m=22.55, params_rounding_m=0.005,
+             params_source="count of the official smt_s / configs/smt/smt_small_224.yaml (the paper prints 20.5 M, "
+                           "the README 21 M; neither matches the authors' own configuration)",
+             published_accuracy="83.7 top-1"),
+        _smt("smt_b", "SMT-B", params_m=32.0, params_rounding_m=0.05, params_source="SMT paper, Table 1",
+             published_accuracy="84.3 top-1"),
         NetworkSpec(
             name="sa_resnet50", title="SA-ResNet-50",
             paper="Zhang and Yang, SA-Net: Shuffle Attention for Deep Convolutional Neural Networks, ICASSP 2021",
@@ -200,9 +183,4 @@ def names() -> list[str]:
 
 def spec(name: str) -> NetworkSpec:
     """The spec of network `name`; an unknown name raises UserInputError with the valid names."""
-    try:
-        return NETWORKS[name]
-    except KeyError:
-        from deploykit.errors import unknown_name_error
-
-        raise unknown_name_error("network", name, names()) from None
+    return lookup(NETWORKS, "network", name)

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from deploykit import blocks
-from deploykit.networks._resnet import ResNetSkeleton, conv1x1, conv3x3
+from deploykit.networks._resnet import ResNetBottleneck, ResNetSkeleton, conv3x3
 
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3)),
           101: ("bottleneck", (3, 4, 23, 3))}
@@ -56,32 +56,16 @@ class BasicBlock(nn.Module):
         return self.relu(out + residual)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(ResNetBottleneck):
     """1x1 -> 3x3 (stride) -> 1x1 (x4); optional CBAM before the residual add (keys as the authors' Bottleneck)."""
-
-    expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  cbam: nn.Module | None = None):
-        super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * 4)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
+        super().__init__(inplanes, planes, stride, downsample)
         self.cbam = cbam
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        residual = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.cbam is not None:
-            out = self.cbam(out)
-        return self.relu(out + residual)
+    def attend(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.cbam is None else self.cbam(out)
 
 
 class ResidualNet(ResNetSkeleton):

@@ -7,14 +7,13 @@ both exporters) live in test_zoo.py.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from deploykit.blocks import create, load_checkpoint
+from deploykit.blocks import load_checkpoint
 from deploykit.blocks.bam import BAM, BAMSafe
-from deploykit.blocks.init import randomize_for_verification
+from tests.blocks.helpers import fp16_relative_error, fp16_session, registry_twins, seeded_twins
 
 OFFICIAL_KEYS = [
     "channel_att.gate_c.gate_c_fc_0.weight",
@@ -53,10 +52,7 @@ OFFICIAL_KEYS = [
 
 
 def _pair(channels: int = 32, seed: int = 3, **kwargs) -> tuple[BAM, BAMSafe]:
-    ref = randomize_for_verification(BAM(channels, **kwargs), seed=seed).eval()
-    safe = BAMSafe(channels, **kwargs).eval()
-    safe.load_state_dict(ref.state_dict(), strict=True)
-    return ref, safe
+    return seeded_twins(BAM, BAMSafe, channels, seed=seed, **kwargs)
 
 
 def _bn(x: torch.Tensor, state: dict, prefix: str) -> torch.Tensor:
@@ -174,23 +170,9 @@ def test_checkpoint_with_dataparallel_prefix(tmp_path):
 @pytest.fixture(scope="module")
 def fp16_model(tmp_path_factory):
     """The twin exported by dynamo with dynamic batch, H and W, converted to fp16."""
-    import onnx
-    import onnxruntime as ort
-
-    from deploykit.export.exporters import export_onnx
-    from deploykit.export.fp16 import convert_to_fp16
-    from deploykit.onnx_utils.graph import count_shape_nodes
-
-    ref = randomize_for_verification(create("bam"), seed=5).eval()
-    safe = create("bam", "safe").eval()
-    safe.load_state_dict(ref.state_dict())
-    path = tmp_path_factory.mktemp("bam") / "bam.onnx"
-    export_onnx(safe, (torch.randn(2, 64, 14, 14),), path, exporter="dynamo", input_names=["input"],
-                output_names=["output"],
-                dynamic_axes={"input": {0: ("batch", 1, 64), 2: ("height", 4, 256), 3: ("width", 4, 256)}})
-    fp16 = convert_to_fp16(onnx.load(str(path)))
-    sess = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"])
-    return ref, sess, count_shape_nodes(path)
+    ref, safe = registry_twins("bam", seed=5)
+    sess, shape_nodes = fp16_session(safe, tmp_path_factory.mktemp("bam") / "bam.onnx", "dynamo")
+    return ref, sess, shape_nodes
 
 
 def test_dynamic_hw_graph_has_no_shape_computation(fp16_model):
@@ -201,9 +183,5 @@ def test_dynamic_hw_graph_has_no_shape_computation(fp16_model):
 def test_fp16_graph_at_activation_scale_50(fp16_model, size):
     ref, sess, _ = fp16_model
     x = torch.rand(4, 64, *size, generator=torch.Generator().manual_seed(2)) * 100 - 50
-    got = sess.run(None, {"input": x.numpy()})[0]
-    with torch.no_grad():
-        expected = ref(x).numpy()
-    assert np.isfinite(got).all()
-    err = float(np.abs(got - expected).max() / np.abs(expected).max())
+    err = fp16_relative_error(sess, ref, x)
     assert err < 5e-3, f"fp16 max error {err:.2e} relative to max |output|"

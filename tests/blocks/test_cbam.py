@@ -7,23 +7,19 @@ both exporters) live in test_zoo.py.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from deploykit.blocks import create, load_checkpoint
+from deploykit.blocks import load_checkpoint
 from deploykit.blocks.cbam import CBAM, CBAMSafe
-from deploykit.blocks.init import randomize_for_verification
+from tests.blocks.helpers import fp16_relative_error, fp16_session, registry_twins, seeded_twins
 
 ALL_POOLS = ("avg", "max", "lp", "lse")
 
 
 def _pair(**kwargs) -> tuple[CBAM, CBAMSafe]:
-    ref = randomize_for_verification(CBAM(**{"gate_channels": 32, "reduction_ratio": 8, **kwargs}), seed=3).eval()
-    safe = CBAMSafe(**{"gate_channels": 32, "reduction_ratio": 8, **kwargs}).eval()
-    safe.load_state_dict(ref.state_dict(), strict=True)
-    return ref, safe
+    return seeded_twins(CBAM, CBAMSafe, seed=3, **{"gate_channels": 32, "reduction_ratio": 8, **kwargs})
 
 
 def _official_formula(x: torch.Tensor, state: dict, pool_types, no_spatial: bool) -> torch.Tensor:
@@ -149,26 +145,11 @@ def test_timm_layout_loads_and_computes_timm_forward(mlp_bias):
 def fp16_sessions(tmp_path_factory):
     """The twin exported with dynamic batch, H and W, converted to fp16: the default config by dynamo, all four
     pool types by TorchScript (so both exporters are covered; TorchScript is also the faster one)."""
-    import onnx
-    import onnxruntime as ort
-
-    from deploykit.export.exporters import export_onnx
-    from deploykit.export.fp16 import convert_to_fp16
-    from deploykit.onnx_utils.graph import count_shape_nodes
-
     out = {}
     configs = (("default", "dynamo", {}), ("all_pools", "torchscript", {"pool_types": ALL_POOLS}))
     for label, exporter, kwargs in configs:
-        ref = randomize_for_verification(create("cbam", **kwargs), seed=5).eval()
-        safe = create("cbam", "safe", **kwargs).eval()
-        safe.load_state_dict(ref.state_dict())
-        path = tmp_path_factory.mktemp("cbam") / f"{label}.onnx"
-        export_onnx(safe, (torch.randn(2, 64, 14, 14),), path, exporter=exporter, input_names=["input"],
-                    output_names=["output"],
-                    dynamic_axes={"input": {0: ("batch", 1, 64), 2: ("height", 4, 256), 3: ("width", 4, 256)}})
-        fp16 = convert_to_fp16(onnx.load(str(path)))
-        sess = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"])
-        out[label] = (ref, sess, count_shape_nodes(path))
+        ref, safe = registry_twins("cbam", seed=5, **kwargs)
+        out[label] = (ref, *fp16_session(safe, tmp_path_factory.mktemp("cbam") / f"{label}.onnx", exporter))
     return out
 
 
@@ -181,11 +162,7 @@ def test_dynamic_hw_graph_has_no_shape_computation(fp16_sessions):
 def test_fp16_graph_at_activation_scale_50(fp16_sessions, label, tol, size):
     ref, sess, _ = fp16_sessions[label]
     x = torch.rand(4, 64, *size, generator=torch.Generator().manual_seed(2)) * 100 - 50
-    got = sess.run(None, {"input": x.numpy()})[0]
-    with torch.no_grad():
-        expected = ref(x).numpy()
-    assert np.isfinite(got).all()
-    err = float(np.abs(got - expected).max() / np.abs(expected).max())
+    err = fp16_relative_error(sess, ref, x)
     assert err < tol, f"fp16 max error {err:.2e} relative to max |output|"
     if label == "all_pools":
         # The official lp formulation (mean of squares times H*W) overflows fp16 at this scale;

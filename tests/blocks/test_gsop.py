@@ -16,6 +16,7 @@ from deploykit.blocks.init import randomize_for_verification
 from deploykit.errors import UserInputError
 from deploykit.export.exporters import export_onnx
 from deploykit.export.fp16 import convert_to_fp16
+from tests.blocks.helpers import identity_bn_state
 
 FP16_MAX = 65504.0
 
@@ -102,9 +103,7 @@ def _bottleneck_state(gsop_state: dict, gen: torch.Generator) -> dict:
                         ("downsample.0", (256, 256, 1, 1))):
         state[f"{name}.weight"] = torch.randn(shape, generator=gen)
     for name, c in (("bn1", 64), ("bn2", 64), ("bn3", 256), ("downsample.1", 256)):
-        state.update({f"{name}.weight": torch.ones(c), f"{name}.bias": torch.zeros(c),
-                      f"{name}.running_mean": torch.zeros(c), f"{name}.running_var": torch.ones(c),
-                      f"{name}.num_batches_tracked": torch.tensor(0)})
+        state.update(identity_bn_state(name, c))
     state.update(gsop_state)
     return state
 

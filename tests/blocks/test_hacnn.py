@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
 
 from deploykit import blocks
 from deploykit.blocks.hacnn import SoftAttn, SoftAttnSafe
-from deploykit.blocks.init import randomize_for_verification
 from deploykit.export.exporters import export_onnx
-from deploykit.export.fp16 import convert_to_fp16
 from deploykit.onnx_utils.graph import count_shape_nodes
+from tests.blocks.helpers import bn_eval, fp16_outputs, max_rel_error, run_ort, seeded_twins
 
 # Written out from torchreid/models/hacnn.py: SoftAttn = SpatialAttn + ChannelAttn + ConvBlock, each ConvBlock
 # a biased conv and a BatchNorm2d.
@@ -25,27 +21,14 @@ OFFICIAL_KEYS = [f"{block}.{key}" for block in ("spatial_attn.conv1", "spatial_a
 
 
 def _pair(in_channels: int = 32) -> tuple[SoftAttn, SoftAttnSafe]:
-    ref = randomize_for_verification(SoftAttn(in_channels), seed=3).eval()
-    safe = SoftAttnSafe(in_channels).eval()
-    safe.load_state_dict(ref.state_dict(), strict=True)
-    return ref, safe
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+    return seeded_twins(SoftAttn, SoftAttnSafe, in_channels, seed=3)
 
 
 # --- the official computation, written from the paper/official module with plain tensor algebra (float64) ---
 
-def _bn_eval(x: torch.Tensor, sd: dict, prefix: str) -> torch.Tensor:
-    shape = (1, -1, 1, 1)
-    mean, var = sd[prefix + "running_mean"].view(shape), sd[prefix + "running_var"].view(shape)
-    return (x - mean) / torch.sqrt(var + 1e-5) * sd[prefix + "weight"].view(shape) + sd[prefix + "bias"].view(shape)
-
-
 def _conv_block(x: torch.Tensor, sd: dict, prefix: str, stride: int = 1, padding: int = 0) -> torch.Tensor:
     y = F.conv2d(x, sd[prefix + "conv.weight"], sd[prefix + "conv.bias"], stride=stride, padding=padding)
-    return torch.clamp(_bn_eval(y, sd, prefix + "bn."), min=0)
+    return torch.clamp(bn_eval(y, sd, prefix + "bn."), min=0)
 
 
 def _bilinear_align_corners(s: torch.Tensor, out_h: int, out_w: int) -> torch.Tensor:
@@ -93,9 +76,9 @@ def test_reference_and_twin_equal_the_official_computation_at_even_sizes(size):
     with torch.no_grad():
         got_ref, got_safe = ref(x), safe(x)
     assert got_ref.shape == got_safe.shape == x.shape
-    assert _rel(got_ref, expected) <= 1e-5
-    assert _rel(got_safe, expected) <= 1e-5
-    assert _rel(got_safe, got_ref) <= 1e-5
+    assert max_rel_error(got_ref, expected) <= 1e-5
+    assert max_rel_error(got_safe, expected) <= 1e-5
+    assert max_rel_error(got_safe, got_ref) <= 1e-5
 
 
 @pytest.mark.parametrize("size", [(41, 17), (7, 9), (5, 6)])
@@ -108,12 +91,12 @@ def test_odd_sizes_official_map_is_one_pixel_larger_and_twin_returns_its_input_w
         got_ref, got_safe = ref(x), safe(x)
     # The documented official quirk: 2 * ceil(H / 2) x 2 * ceil(W / 2), so x * map fails for odd sizes.
     assert tuple(got_ref.shape[2:]) == (h + h % 2, w + w % 2)
-    assert _rel(got_ref, expected) <= 1e-5
+    assert max_rel_error(got_ref, expected) <= 1e-5
     with pytest.raises(RuntimeError):
         _ = x * got_ref
     # The twin keeps the input's size and equals the official map at every input pixel.
     assert got_safe.shape == x.shape
-    assert _rel(got_safe, expected[:, :, :h, :w]) <= 1e-5
+    assert max_rel_error(got_safe, expected[:, :, :h, :w]) <= 1e-5
 
 
 def test_map_is_a_gate_in_half_open_interval_from_one_half_to_one():
@@ -133,7 +116,7 @@ def test_checkpoint_with_dataparallel_prefix_loads_strictly(tmp_path):
     assert report.stripped_prefix == "module."
     x = torch.randn(2, 64, 20, 8, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        assert _rel(safe(x), ref(x)) <= 1e-5
+        assert max_rel_error(safe(x), ref(x)) <= 1e-5
 
 
 def test_in_channels_must_be_divisible_by_the_reduction():
@@ -150,11 +133,6 @@ def _export(module, x, path, exporter: str, dynamic_hw: bool):
     return path
 
 
-def _run(path, x: torch.Tensor) -> torch.Tensor:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-
-
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 def test_exported_twin_with_dynamic_size_crops_odd_inputs_at_run_time(tmp_path, exporter):
     _, safe = _pair()
@@ -163,9 +141,9 @@ def test_exported_twin_with_dynamic_size_crops_odd_inputs_at_run_time(tmp_path, 
         x = torch.randn(b, 32, h, w, generator=torch.Generator().manual_seed(h))
         with torch.no_grad():
             expected = safe(x)
-        got = _run(path, x)
+        got = run_ort(path, x)
         assert got.shape == x.shape
-        assert _rel(got, expected) <= 1e-5
+        assert max_rel_error(got, expected) <= 1e-5
     # The upsample weights are built from cumulative sums of ones: no size is read even with dynamic H x W.
     assert count_shape_nodes(path) == 0
 
@@ -175,11 +153,6 @@ def test_dynamic_batch_graph_has_no_shape_computation_and_fp16_is_accurate_at_pm
     ref, safe = _pair(64)
     path = _export(safe, torch.randn(2, 64, 40, 16), tmp_path / "hacnn.onnx", exporter, dynamic_hw=False)
     assert count_shape_nodes(path) == 0
-    fp16_path = tmp_path / "hacnn_fp16.onnx"
-    onnx.save(convert_to_fp16(onnx.load(str(path))), str(fp16_path))
     x = (torch.rand(4, 64, 40, 16, generator=torch.Generator().manual_seed(6)) * 2 - 1) * 50
-    with torch.no_grad():
-        expected = ref(x)
-    got = _run(fp16_path, x)
-    assert np.isfinite(got.numpy()).all()
+    got, expected = fp16_outputs(path, tmp_path / "hacnn_fp16.onnx", ref, x)
     assert float((got - expected).abs().max()) <= 2e-3   # the map lies in [0.5, 1)

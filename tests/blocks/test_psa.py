@@ -15,6 +15,7 @@ from deploykit.blocks.init import randomize_for_verification
 from deploykit.blocks.psa import PSAModule
 from deploykit.export.exporters import export_onnx
 from deploykit.export.fp16 import convert_to_fp16
+from tests.blocks.helpers import identity_bn_state, registry_twins
 
 # murufeng/EPSANet PSAModule(64, 64): conv_1..conv_4, then the shared SEWeightModule(16) as `se`.
 OFFICIAL_KEYS = ["conv_1.weight", "conv_2.weight", "conv_3.weight", "conv_4.weight",
@@ -109,9 +110,7 @@ def _epsablock_state(psa_state: dict, gen: torch.Generator) -> dict:
     state = {"conv1.weight": torch.randn(64, 256, 1, 1, generator=gen),
              "conv3.weight": torch.randn(256, 64, 1, 1, generator=gen)}
     for name, c in (("bn1", 64), ("bn2", 64), ("bn3", 256)):
-        state.update({f"{name}.weight": torch.ones(c), f"{name}.bias": torch.zeros(c),
-                      f"{name}.running_mean": torch.zeros(c), f"{name}.running_var": torch.ones(c),
-                      f"{name}.num_batches_tracked": torch.tensor(0)})
+        state.update(identity_bn_state(name, c))
     state.update({f"conv2.{k}": v for k, v in psa_state.items()})
     return state
 
@@ -144,9 +143,7 @@ def test_planes_below_64_are_refused_at_construction():
 
 
 def test_fp16_graph_is_accurate_at_activation_scale_50(tmp_path):
-    ref = randomize_for_verification(blocks.create("psa"), seed=0).eval()
-    safe = blocks.create("psa", "safe").eval()
-    safe.load_state_dict(ref.state_dict())
+    ref, safe = registry_twins("psa", seed=0)
     x = (torch.rand(1, 64, 56, 56, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 50
     with torch.no_grad():
         expected = ref(x).numpy()

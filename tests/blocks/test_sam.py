@@ -13,6 +13,7 @@ from deploykit.backends.ort import OrtRunner
 from deploykit.blocks.init import randomize_for_verification
 from deploykit.export.exporters import export_onnx
 from deploykit.export.fp16 import convert_to_fp16
+from tests.blocks.helpers import registry_twins
 
 # AFeng-x/SMT models/smt.py Attention(dim=64, ca_num_heads=4, qkv_bias=True, ca_attention=1)
 OFFICIAL_CA_KEYS = sorted(
@@ -80,9 +81,7 @@ def test_official_token_interface_is_kept():
 ])
 def test_fp16_graph_stays_accurate_at_realistic_scale(tmp_path, ca_attention, scale, bound):
     """Activations up to about +-50: the fp16 graph of the twin stays finite and close to fp32 PyTorch."""
-    ref = randomize_for_verification(blocks.create("sam", ca_attention=ca_attention), seed=0).eval()
-    safe = blocks.create("sam", "safe", ca_attention=ca_attention).eval()
-    safe.load_state_dict(ref.state_dict())
+    ref, safe = registry_twins("sam", seed=0, ca_attention=ca_attention)
     x = blocks.example_input("sam", 2, height=28, width=28, scale=scale / 4)  # |x| reaches ~scale
     assert 0.8 * scale < float(x.abs().max()) < 1.6 * scale
     path = tmp_path / "sam.onnx"

@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
 from deploykit import blocks
-from deploykit.blocks.init import randomize_for_verification
 from deploykit.blocks.shuffle import ShuffleAttention, ShuffleAttentionSafe
 from deploykit.export.exporters import export_onnx
-from deploykit.export.fp16 import convert_to_fp16
 from deploykit.onnx_utils.graph import count_shape_nodes
+from tests.blocks.helpers import fp16_outputs, max_rel_error, run_ort, seeded_twins
 
 # wofmanaf/SA-Net models/sa_resnet.py sa_layer: four (1, C/2G, 1, 1) parameters, then GroupNorm(C/2G, C/2G).
 OFFICIAL_KEYS = ["cweight", "cbias", "sweight", "sbias", "gn.weight", "gn.bias"]
 
 
 def _pair(channel: int = 256, groups: int = 64) -> tuple[ShuffleAttention, ShuffleAttentionSafe]:
-    ref = randomize_for_verification(ShuffleAttention(channel, groups), seed=5).eval()
-    safe = ShuffleAttentionSafe(channel, groups).eval()
-    safe.load_state_dict(ref.state_dict(), strict=True)
-    return ref, safe
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+    return seeded_twins(ShuffleAttention, ShuffleAttentionSafe, channel, groups, seed=5)
 
 
 def official_shuffle_attention(x: torch.Tensor, state: dict, groups: int) -> torch.Tensor:
@@ -89,6 +79,8 @@ def test_fresh_layer_scales_by_sigmoid_one_and_shuffles(cls):
     (96, 16, (7, 9)),        # K = 3
     (64, 32, (6, 5)),        # K = 1
     (90, 15, (9, 4)),        # odd number of groups
+    (256, 16, (9, 7)),       # K = 8: the twin gathers the channel halves
+    (1024, 32, (5, 6)),      # K = 16, SA-ResNet-50 layer4's K
 ])
 def test_reference_and_twin_equal_the_official_computation(channel, groups, size):
     ref, safe = _pair(channel, groups)
@@ -97,8 +89,8 @@ def test_reference_and_twin_equal_the_official_computation(channel, groups, size
     with torch.no_grad():
         got_ref, got_safe = ref(x), safe(x)
     assert got_safe.shape == x.shape
-    assert _rel(got_ref, expected) <= 1e-5
-    assert _rel(got_safe, expected) <= 1e-5
+    assert max_rel_error(got_ref, expected) <= 1e-5
+    assert max_rel_error(got_safe, expected) <= 1e-5
 
 
 @pytest.mark.parametrize("channel,groups", [(320, 64), (192, 64), (100, 64)])
@@ -116,26 +108,31 @@ def test_sa_resnet_style_checkpoint_with_module_prefix_loads_strictly(tmp_path):
     blocks.load_checkpoint(safe, path)
     x = torch.randn(2, 256, 8, 8)
     with torch.no_grad():
-        assert _rel(safe(x), ref(x)) <= 1e-5
+        assert max_rel_error(safe(x), ref(x)) <= 1e-5
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """The twin (randomized weights) exported by both exporters with dynamic batch, height and width."""
-    ref, safe = _pair()
+def test_layout_follows_k():
+    # Strided slices below K = 8, channel-half gathers from K = 8 on (the module docstring says why).
+    assert [ShuffleAttentionSafe(2 * k * 16, 16).gather_halves for k in (1, 2, 4, 7, 8, 16)] == \
+        [False, False, False, False, True, True]
+
+
+def _export(safe: ShuffleAttentionSafe, channel: int, path, exporter: str):
+    export_onnx(safe, (torch.randn(2, channel, 14, 14),), path, exporter=exporter,
+                input_names=["input"], output_names=["output"],
+                dynamic_axes={"input": {0: ("batch", 1, 64), 2: ("height", 4, 256), 3: ("width", 4, 256)}})
+
+
+@pytest.fixture(scope="module", params=[(256, 64), (256, 16)], ids=["slices-K2", "gathers-K8"])
+def exported(request, tmp_path_factory):
+    """The twin (randomized weights) in each layout, exported by both exporters with dynamic batch, H and W."""
+    ref, safe = _pair(*request.param)
     root = tmp_path_factory.mktemp("shuffle")
     paths = {}
     for exporter in ("dynamo", "torchscript"):
         paths[exporter] = root / f"{exporter}.onnx"
-        export_onnx(safe, (torch.randn(2, 256, 14, 14),), paths[exporter], exporter=exporter,
-                    input_names=["input"], output_names=["output"],
-                    dynamic_axes={"input": {0: ("batch", 1, 64), 2: ("height", 4, 256), 3: ("width", 4, 256)}})
+        _export(safe, 256, paths[exporter], exporter)
     return ref, safe, paths
-
-
-def _run(path, x: torch.Tensor) -> torch.Tensor:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
@@ -146,18 +143,24 @@ def test_twin_graph_has_no_reshape_and_no_shape_computation(exported, exporter):
     assert not ops & {"Reshape", "Transpose", "Shape", "Expand"}
     x = torch.randn(3, 256, 41, 17, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
-        assert _rel(_run(paths[exporter], x), safe(x)) <= 1e-5
+        assert max_rel_error(run_ort(paths[exporter], x), safe(x)) <= 1e-5
 
 
 @pytest.mark.parametrize("scale,tolerance", [(50.0, 2e-3), (400.0, 2e-3)])
 def test_fp16_graph_is_accurate_and_finite(exported, tmp_path, scale, tolerance):
     # +-400 puts |x - mean| above 256, where an fp16 square would overflow: the Pow stays in fp32.
     ref, _, paths = exported
-    fp16_path = tmp_path / "shuffle_fp16.onnx"
-    onnx.save(convert_to_fp16(onnx.load(str(paths["dynamo"]))), str(fp16_path))
     x = (torch.rand(4, 256, 14, 14, generator=torch.Generator().manual_seed(6)) * 2 - 1) * scale
-    with torch.no_grad():
-        expected = ref(x)
-    got = _run(fp16_path, x)
-    assert np.isfinite(got.numpy()).all()
-    assert _rel(got, expected) <= tolerance
+    got, expected = fp16_outputs(paths["dynamo"], tmp_path / "shuffle_fp16.onnx", ref, x)
+    assert max_rel_error(got, expected) <= tolerance
+
+
+def test_gathered_graph_does_not_grow_with_k(tmp_path):
+    # The reason for the gathered layout: SA-ResNet-50's layer4 (K = 16) exports as few nodes as K = 8,
+    # where 2K strided slices would add about 20 nodes per slice.
+    nodes = []
+    for channel in (256, 512):                      # groups 16: K = 8 and K = 16
+        _, safe = _pair(channel, 16)
+        _export(safe, channel, tmp_path / f"{channel}.onnx", "dynamo")
+        nodes.append(len(onnx.load(str(tmp_path / f"{channel}.onnx")).graph.node))
+    assert nodes[0] == nodes[1] <= 40

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,8 +12,8 @@ from deploykit import blocks
 from deploykit.blocks.init import randomize_for_verification
 from deploykit.blocks.sk import SKConv, SKConvSafe, convert_dexter_layout
 from deploykit.export.exporters import export_onnx
-from deploykit.export.fp16 import convert_to_fp16
 from deploykit.onnx_utils.graph import count_shape_nodes
+from tests.blocks.helpers import bn_eval, fp16_outputs, max_rel_error, seeded_twins
 
 _BN = ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
 # timm SelectiveKernel (skresnext50_32x4d conv2): two ConvNormAct paths and SelectiveKernelAttn.
@@ -24,20 +22,7 @@ TIMM_KEYS = ([f"paths.{i}.{key}" for i in (0, 1) for key in ["conv.weight"] + [f
 
 
 def _pair(channels: int = 64, **kwargs) -> tuple[SKConv, SKConvSafe]:
-    ref = randomize_for_verification(SKConv(channels, **kwargs), seed=7).eval()
-    safe = SKConvSafe(channels, **kwargs).eval()
-    safe.load_state_dict(ref.state_dict(), strict=True)
-    return ref, safe
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
-
-
-def _bn_eval(x: torch.Tensor, sd: dict, prefix: str) -> torch.Tensor:
-    shape = (1, -1, 1, 1)
-    mean, var = sd[prefix + "running_mean"].view(shape), sd[prefix + "running_var"].view(shape)
-    return (x - mean) / torch.sqrt(var + 1e-5) * sd[prefix + "weight"].view(shape) + sd[prefix + "bias"].view(shape)
+    return seeded_twins(SKConv, SKConvSafe, channels, seed=7, **kwargs)
 
 
 def paper_sk_unit(x: torch.Tensor, state: dict, groups: int = 32, stride: int = 1) -> torch.Tensor:
@@ -49,9 +34,9 @@ def paper_sk_unit(x: torch.Tensor, state: dict, groups: int = 32, stride: int = 
     for i, dilation in enumerate((1, 2)):
         u = F.conv2d(x, sd[f"paths.{i}.conv.weight"], stride=stride, padding=dilation, dilation=dilation,
                      groups=groups)
-        branches.append(torch.clamp(_bn_eval(u, sd, f"paths.{i}.bn."), min=0))
+        branches.append(torch.clamp(bn_eval(u, sd, f"paths.{i}.bn."), min=0))
     s = (branches[0] + branches[1]).mean((2, 3), keepdim=True)
-    z = torch.clamp(_bn_eval(F.conv2d(s, sd["attn.fc_reduce.weight"]), sd, "attn.bn."), min=0)
+    z = torch.clamp(bn_eval(F.conv2d(s, sd["attn.fc_reduce.weight"]), sd, "attn.bn."), min=0)
     logits = F.conv2d(z, sd["attn.fc_select.weight"]).flatten(1)       # (B, 2C): branch 0 first
     c = branches[0].shape[1]
     z0, z1 = logits[:, :c], logits[:, c:]
@@ -93,8 +78,8 @@ def test_reference_and_twin_equal_the_paper_sk_unit(size, stride):
     assert got_ref.shape == got_safe.shape == expected.shape
     if stride == 1:
         assert got_safe.shape == x.shape
-    assert _rel(got_ref, expected) <= 1e-5
-    assert _rel(got_safe, expected) <= 1e-5
+    assert max_rel_error(got_ref, expected) <= 1e-5
+    assert max_rel_error(got_safe, expected) <= 1e-5
 
 
 def test_reference_branch_weights_are_a_softmax_over_the_two_branches():
@@ -139,7 +124,7 @@ def test_second_port_layout_loads_through_the_converter(tmp_path):
         assert report.converted_by == ["convert_dexter_layout"]
         x = torch.randn(2, 64, 13, 11, generator=torch.Generator().manual_seed(3))
         with torch.no_grad():
-            assert _rel(module(x), other(x)) <= 1e-5
+            assert max_rel_error(module(x), other(x)) <= 1e-5
 
 
 def test_converter_leaves_other_layouts_alone():
@@ -154,12 +139,6 @@ def test_dynamic_batch_graph_has_no_shape_computation_and_fp16_is_accurate_at_pm
                 output_names=["output"], dynamic_axes={"input": {0: ("batch", 1, 64)}})
     assert count_shape_nodes(path) == 0
     assert "Softmax" not in {node.op_type for node in onnx.load(str(path)).graph.node}
-    fp16_path = tmp_path / "sk_fp16.onnx"
-    onnx.save(convert_to_fp16(onnx.load(str(path))), str(fp16_path))
     x = (torch.rand(4, 64, 14, 14, generator=torch.Generator().manual_seed(6)) * 2 - 1) * 50
-    with torch.no_grad():
-        expected = ref(x)
-    session = ort.InferenceSession(str(fp16_path), providers=["CPUExecutionProvider"])
-    got = torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
-    assert np.isfinite(got.numpy()).all()
-    assert _rel(got, expected) <= 5e-3
+    got, expected = fp16_outputs(path, tmp_path / "sk_fp16.onnx", ref, x)
+    assert max_rel_error(got, expected) <= 5e-3

@@ -14,9 +14,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from deploykit import blocks
 from deploykit.backends.ort import OrtRunner
-from deploykit.blocks.init import randomize_for_verification
 from deploykit.export.exporters import export_onnx
 from deploykit.onnx_utils.graph import count_shape_nodes
+from tests.blocks.helpers import registry_twins
 
 CASES = [(name, {}) for name in blocks.names()] + [("sam", {"ca_attention": 0})]
 
@@ -26,12 +26,6 @@ def case_id(name: str, overrides: dict) -> str:
 
 
 IDS = [case_id(name, kw) for name, kw in CASES]
-
-def pair(name, overrides, seed=0):
-    ref = randomize_for_verification(blocks.create(name, "reference", **overrides), seed=seed).eval()
-    safe = blocks.create(name, "safe", **overrides).eval()
-    safe.load_state_dict(ref.state_dict(), strict=True)
-    return ref, safe
 
 
 def rel_error(expected: torch.Tensor, actual: torch.Tensor) -> float:
@@ -52,7 +46,7 @@ def test_twin_has_the_reference_keys_and_loads_strictly(name, overrides):
 @pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
 @pytest.mark.parametrize("size", [None, (41, 17)], ids=["default", "41x17"])
 def test_twin_equals_reference(name, overrides, size):
-    ref, safe = pair(name, overrides)
+    ref, safe = registry_twins(name, **overrides)
     h, w = size or (None, None)
     x = blocks.example_input(name, 3, height=h, width=w, seed=1, **overrides)
     with torch.no_grad():
@@ -82,7 +76,7 @@ class _MutationRecorder(TorchDispatchMode):
 
 @pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
 def test_twin_has_no_inplace_ops(name, overrides):
-    _, safe = pair(name, overrides)
+    _, safe = registry_twins(name, **overrides)
     x = blocks.example_input(name, 2, **overrides)
     with torch.no_grad(), _MutationRecorder() as rec:
         safe(x)
@@ -97,7 +91,7 @@ def _ort(path, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
 def test_twin_exports_with_dynamic_batch_and_matches_ort(tmp_path, name, overrides, exporter):
-    ref, safe = pair(name, overrides)
+    ref, safe = registry_twins(name, **overrides)
     x = blocks.example_input(name, 2, **overrides)
     path = tmp_path / "model.onnx"
     export_onnx(safe, (x,), path, exporter=exporter, input_names=["input"], output_names=["output"],
@@ -113,7 +107,7 @@ def test_twin_exports_with_dynamic_batch_and_matches_ort(tmp_path, name, overrid
 
 @pytest.mark.parametrize("name,overrides", CASES, ids=IDS)
 def test_twin_exports_with_dynamic_batch_and_spatial_size(tmp_path, name, overrides):
-    ref, safe = pair(name, overrides)
+    ref, safe = registry_twins(name, **overrides)
     x = blocks.example_input(name, 2, height=16, width=12, **overrides)
     path = tmp_path / "model.onnx"
     export_onnx(safe, (x,), path, exporter="dynamo", input_names=["input"], output_names=["output"],
