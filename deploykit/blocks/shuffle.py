@@ -18,26 +18,23 @@ for channel / groups == 3, where it silently splits each group 2 + 1 and broadca
 the 2-channel half: not the paper's layer, so it is refused too.
 
 Export-safe twin (`ShuffleAttentionSafe`, same constructor and keys) works on the (B, C, H, W) tensor
-itself: no (B * groups, ...) view, no 5-D permute, no size read from the input. Two layouts of the same math,
-chosen by K when the module is built (both give 0 shape nodes):
-- Strided slices (K < 8, e.g. the registry default K = 2 and SA-ResNet's layer1-2). Channel j of every group
-  is the static strided channel slice `x[:, j::2K]` (a view in eager PyTorch, a Slice with constant starts
-  and steps in ONNX), and all its channels share the parameters of index j, so each of the 2K slices is gated
-  with scalar parameters: the channel gate for j < K, the spatial gate for j >= K.
-- Two channel Gathers (K >= 8, SA-ResNet's layer3-4). 2K slices would be 20 nodes each (about 300 for
-  C = 2048, K = 16: the dynamo exporter then spends minutes tracing SA-ResNet-50, and eager PyTorch pays
-  per-op overhead on small feature maps), so the channel halves of all groups are gathered with constant
-  indices and gated with per-channel parameter vectors: about 20 nodes whatever K is. Measured on 2 CPU
-  threads, this is faster than the slices from K = 8 on and slower below (the gathers copy the input).
-In both, GroupNorm(K, K) normalises each channel on its own over H x W, so it is written out as the mean of
-the squared centred input and rsqrt: static ops. Centring first keeps an fp16 graph from losing the small
-deviations of a large-mean channel to cancellation, and the square is a Pow, which the fp16 conversion keeps
-in fp32, so it cannot overflow. The gated pieces are concatenated once; putting their channels back in place
-and the official 2-group channel shuffle are then one constant-index Gather on the channel axis.
-The output is the official one up to float rounding (about 1e-7 relative). In eager PyTorch the official
-view is free, so the twin is about as fast as the reference rather than clearly faster: any graph that does
-not read H and W has to copy the channels into place (here one Concat and one Gather, which PyTorch runs
-single-threaded along dim 1).
+itself: no (B * groups, ...) view, no 5-D permute, no size read from the input.
+- The channel halves of all groups are gathered with constant indices (two Gathers on the channel axis) and
+  gated with per-channel parameter vectors (the K shared parameters indexed per channel, folded to
+  constants on export): about 20 nodes whatever K is.
+- GroupNorm(K, K) normalises each channel on its own over H x W, so it is written out as the mean of the
+  squared centred input and rsqrt: static ops. Centring first keeps an fp16 graph from losing the small
+  deviations of a large-mean channel to cancellation, and the square is a Pow, which the fp16 conversion
+  keeps in fp32, so it cannot overflow.
+- The gated halves are concatenated; putting their channels back in place and the official 2-group channel
+  shuffle are then one constant-index Gather on the channel axis.
+The output is the official one up to float rounding (about 1e-7 relative).
+Why gathers and not 2K static strided slices `x[:, j::2K]` with scalar gates (the previous twin): the slices
+made 20 nodes each, about 300 for SA-ResNet-50's layer4 (C = 2048, K = 16), where the dynamo exporter spent
+minutes tracing the network; and on ONNX Runtime CPU the gathered graph is faster even at K = 2 (measured at
+256 x 56 x 56, 2 threads: 8.0 vs 10.0 ms at batch 8, where eager PyTorch runs the reference in 8.8 ms). The
+price is eager PyTorch: the official view is free there, while PyTorch's channel-axis gathers copy slowly,
+so this twin is slower than the reference in eager mode (see benchmarks/results/blocks_cpu.md).
 """
 
 from __future__ import annotations
@@ -85,74 +82,42 @@ class ShuffleAttention(nn.Module):
 
 
 class ShuffleAttentionSafe(ShuffleAttention):
-    """Export-safe Shuffle Attention: gated channel slices (K < 8) or channel-half gathers (K >= 8), one
-    final Gather."""
-
-    # From this K on, gathering the halves beats 2K strided slices (see the module docstring).
-    GATHER_FROM_K = 8
+    """Export-safe Shuffle Attention: the channel halves gathered and gated per channel, one final Gather."""
 
     def __init__(self, channel: int, groups: int = 64):
         super().__init__(channel, groups)
         half = channel // (2 * groups)
-        self.period = 2 * half                            # channels per group
-        self.gather_halves = half >= self.GATHER_FROM_K
-        position_in_group = torch.arange(channel) % self.period
-        if self.gather_halves:
-            # forward() gathers every group's channel half, then every group's spatial half.
-            channel_half = torch.nonzero(position_in_group < half).flatten()
-            spatial_half = torch.nonzero(position_in_group >= half).flatten()
-            self.register_buffer("channel_half", channel_half, persistent=False)
-            self.register_buffer("spatial_half", spatial_half, persistent=False)
-            # The parameter index of each gathered channel (the parameters are shared by all groups).
-            self.register_buffer("channel_param", position_in_group[channel_half], persistent=False)
-            self.register_buffer("spatial_param", position_in_group[spatial_half] - half, persistent=False)
-            split = torch.cat([channel_half, spatial_half])
-        else:
-            # forward() concatenates slice j of the period (every group's j-th channel) for j = 0 .. 2K - 1.
-            split = torch.cat([torch.arange(j, channel, self.period) for j in range(self.period)])
+        position_in_group = torch.arange(channel) % (2 * half)
+        channel_half = torch.nonzero(position_in_group < half).flatten()
+        spatial_half = torch.nonzero(position_in_group >= half).flatten()
+        self.register_buffer("channel_half", channel_half, persistent=False)
+        self.register_buffer("spatial_half", spatial_half, persistent=False)
+        # The parameter index of each gathered channel (the parameters are shared by all groups).
+        self.register_buffer("channel_param", position_in_group[channel_half], persistent=False)
+        self.register_buffer("spatial_param", position_in_group[spatial_half] - half, persistent=False)
         # Official output channel 2m + i is input channel i * C/2 + m (the group view and the concat leave
-        # every channel where it was); find that channel in the split order.
+        # every channel where it was); find that channel among the gathered halves.
+        split = torch.cat([channel_half, spatial_half])
         shuffled = torch.arange(channel).reshape(2, channel // 2).t().reshape(-1)
         position = torch.empty_like(split)
         position[split] = torch.arange(channel)
         self.register_buffer("output_index", position[shuffled], persistent=False)
 
-    def _spatial_gate(self, x_s: torch.Tensor, mean: torch.Tensor, a: torch.Tensor, d: torch.Tensor):
-        # GroupNorm with one channel per group normalises each channel over H x W. Centring first keeps an
-        # fp16 graph's small deviations of a large-mean channel; the square is a Pow, which fp16 conversion
-        # keeps in fp32 (no overflow above |x - mean| = 256).
-        centred = x_s - mean
-        scale = torch.rsqrt(centred.pow(2).mean((2, 3), keepdim=True) + self.gn.eps) * a
-        return x_s * torch.sigmoid(centred * scale + d)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        sw = self.sweight.view(-1)
-        a = sw * self.gn.weight                                     # sweight * gn.weight
-        d = torch.addcmul(self.sbias.view(-1), sw, self.gn.bias)    # sweight * gn.bias + sbias
-        if self.gather_halves:
-            return self._forward_gathered(x, a, d)
-        period, half = self.period, self.period // 2
-        cw, cb = self.cweight.view(-1).unbind(0), self.cbias.view(-1).unbind(0)
-        a, d = a.unbind(0), d.unbind(0)
-        mean = x.mean((2, 3), keepdim=True)
-        outs = []
-        for k in range(half):
-            # Channel k of every group's channel half: a strided view sharing one parameter index.
-            outs.append(x[:, k::period] * torch.sigmoid(mean[:, k::period] * cw[k] + cb[k]))
-        for k in range(half):
-            j = half + k
-            outs.append(self._spatial_gate(x[:, j::period], mean[:, j::period], a[k], d[k]))
-        return torch.cat(outs, 1).index_select(1, self.output_index)
-
-    def _forward_gathered(self, x: torch.Tensor, a: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         def per_channel(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-            return values.index_select(0, index).view(1, -1, 1, 1)
+            return values.reshape(-1).index_select(0, index).view(1, -1, 1, 1)
 
         x_c = x.index_select(1, self.channel_half)
         x_s = x.index_select(1, self.spatial_half)
-        cw = per_channel(self.cweight.view(-1), self.channel_param)
-        cb = per_channel(self.cbias.view(-1), self.channel_param)
-        out_c = x_c * torch.sigmoid(x_c.mean((2, 3), keepdim=True) * cw + cb)
-        out_s = self._spatial_gate(x_s, x_s.mean((2, 3), keepdim=True),
-                                   per_channel(a, self.spatial_param), per_channel(d, self.spatial_param))
+        gate_c = x_c.mean((2, 3), keepdim=True) * per_channel(self.cweight, self.channel_param)
+        out_c = x_c * torch.sigmoid(gate_c + per_channel(self.cbias, self.channel_param))
+        # GroupNorm with one channel per group normalises each channel over H x W. Centring first keeps an
+        # fp16 graph's small deviations of a large-mean channel; the square is a Pow, which fp16 conversion
+        # keeps in fp32 (no overflow above |x - mean| = 256).
+        sw = self.sweight.reshape(-1)
+        a = per_channel(sw * self.gn.weight, self.spatial_param)                              # sweight * gn.weight
+        d = per_channel(torch.addcmul(self.sbias.reshape(-1), sw, self.gn.bias), self.spatial_param)
+        centred = x_s - x_s.mean((2, 3), keepdim=True)
+        scale = torch.rsqrt(centred.pow(2).mean((2, 3), keepdim=True) + self.gn.eps) * a
+        out_s = x_s * torch.sigmoid(centred * scale + d)
         return torch.cat([out_c, out_s], 1).index_select(1, self.output_index)

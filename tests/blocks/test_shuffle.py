@@ -79,7 +79,7 @@ def test_fresh_layer_scales_by_sigmoid_one_and_shuffles(cls):
     (96, 16, (7, 9)),        # K = 3
     (64, 32, (6, 5)),        # K = 1
     (90, 15, (9, 4)),        # odd number of groups
-    (256, 16, (9, 7)),       # K = 8: the twin gathers the channel halves
+    (256, 16, (9, 7)),       # K = 8
     (1024, 32, (5, 6)),      # K = 16, SA-ResNet-50 layer4's K
 ])
 def test_reference_and_twin_equal_the_official_computation(channel, groups, size):
@@ -111,21 +111,15 @@ def test_sa_resnet_style_checkpoint_with_module_prefix_loads_strictly(tmp_path):
         assert max_rel_error(safe(x), ref(x)) <= 1e-5
 
 
-def test_layout_follows_k():
-    # Strided slices below K = 8, channel-half gathers from K = 8 on (the module docstring says why).
-    assert [ShuffleAttentionSafe(2 * k * 16, 16).gather_halves for k in (1, 2, 4, 7, 8, 16)] == \
-        [False, False, False, False, True, True]
-
-
 def _export(safe: ShuffleAttentionSafe, channel: int, path, exporter: str):
     export_onnx(safe, (torch.randn(2, channel, 14, 14),), path, exporter=exporter,
                 input_names=["input"], output_names=["output"],
                 dynamic_axes={"input": {0: ("batch", 1, 64), 2: ("height", 4, 256), 3: ("width", 4, 256)}})
 
 
-@pytest.fixture(scope="module", params=[(256, 64), (256, 16)], ids=["slices-K2", "gathers-K8"])
+@pytest.fixture(scope="module", params=[(256, 64), (256, 16)], ids=["K2", "K8"])
 def exported(request, tmp_path_factory):
-    """The twin (randomized weights) in each layout, exported by both exporters with dynamic batch, H and W."""
+    """The twin (randomized weights), exported by both exporters with dynamic batch, H and W."""
     ref, safe = _pair(*request.param)
     root = tmp_path_factory.mktemp("shuffle")
     paths = {}
@@ -155,12 +149,13 @@ def test_fp16_graph_is_accurate_and_finite(exported, tmp_path, scale, tolerance)
     assert max_rel_error(got, expected) <= tolerance
 
 
-def test_gathered_graph_does_not_grow_with_k(tmp_path):
-    # The reason for the gathered layout: SA-ResNet-50's layer4 (K = 16) exports as few nodes as K = 8,
-    # where 2K strided slices would add about 20 nodes per slice.
+def test_graph_does_not_grow_with_k(tmp_path):
+    # One Gather per channel half whatever K is: SA-ResNet-50's layer4 (K = 16) exports as few nodes as the
+    # registry default (K = 2), where per-position strided slices would add about 20 nodes per position.
     nodes = []
-    for channel in (256, 512):                      # groups 16: K = 8 and K = 16
-        _, safe = _pair(channel, 16)
-        _export(safe, channel, tmp_path / f"{channel}.onnx", "dynamo")
-        nodes.append(len(onnx.load(str(tmp_path / f"{channel}.onnx")).graph.node))
-    assert nodes[0] == nodes[1] <= 40
+    for channel, groups in ((256, 64), (256, 16), (512, 16)):     # K = 2, 8, 16
+        _, safe = _pair(channel, groups)
+        path = tmp_path / f"{channel}_{groups}.onnx"
+        _export(safe, channel, path, "dynamo")
+        nodes.append(len(onnx.load(str(path)).graph.node))
+    assert nodes[0] == nodes[1] == nodes[2] <= 40
