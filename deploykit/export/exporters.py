@@ -66,9 +66,8 @@ def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: st
             )
             program = torch.onnx.export(
                 module, example_inputs, dynamo=True, input_names=input_names, output_names=output_names,
-                dynamic_shapes=dims, opset_version=opset, optimize=False, verbose=False, report=False,
+                dynamic_shapes=dims, opset_version=opset, optimize=True, verbose=False, report=False,
             )
-            _optimize(program)
             program.save(str(path), external_data=False)
         elif exporter == "torchscript":
             axes_ts = {name: {axis: dim_name for axis, (dim_name, _, _) in axes.items()} for name, axes in dynamic_axes.items()}
@@ -79,21 +78,6 @@ def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: st
         else:
             raise ValueError(f"unknown exporter {exporter!r}; valid: {', '.join(EXPORTERS)}")
     return buf.getvalue()
-
-
-def _optimize(program) -> None:
-    """Constant folding and onnxscript's rewrite rules, as `optimize=True` does, in one round instead of two.
-
-    On the blocks and networks here the second round only removes an occasional Identity node, which onnxsim
-    removes anyway, and each round costs seconds on a ResNet-50-sized graph (about 3.5 s of SA-ResNet-50's
-    25 s export on 2 cores).
-    """
-    try:
-        from onnxscript.optimizer import optimize_ir
-    except ImportError:  # an onnxscript without it: the exporter's own default
-        program.optimize()
-        return
-    optimize_ir(program.model, num_iterations=1)
 
 
 # What each exporter imports on first use; importing it early lets other work overlap those seconds.
