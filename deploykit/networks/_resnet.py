@@ -44,26 +44,37 @@ def make_stage(block_fn: BlockFn, inplanes: int, planes: int, blocks: int, strid
 class ResNetBottleneck(nn.Module):
     """torchvision Bottleneck: 1x1 -> 3x3 (stride) -> 1x1 (x4) -> `attend` -> residual add -> ReLU.
 
-    Subclasses register their attention after this constructor, so its keys follow `downsample` as in the
-    authors' blocks, and override `attend`.
+    The attention families differ only in what they plug in and where their authors registered it, which is
+    the order of the state_dict keys: SA-Net's block holds its attention between bn3 and relu (`attention`
+    here); CBAM's and GSoP's register theirs after `downsample` (subclasses, after this constructor).
+    Subclasses override `attend`.
 
     Args:
         inplanes: input channels.
         planes: bottleneck width (output planes * 4).
         stride: stride of the 3x3 conv.
         downsample: shortcut module when shapes change.
+        conv2: builds the module in the 3x3 conv's place, with its stride (EPSANet's PSA); a 3x3 conv when None.
+        attention: (name, builder) of a module registered right after bn3.
+    Builders are called where the module is registered, so modules are created (and randomly initialised)
+    in the authors' order and a seeded network gets the authors' initial weights.
     """
 
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 conv2: Callable[[], nn.Module] | None = None,
+                 attention: tuple[str, Callable[[], nn.Module]] | None = None):
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
         self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
+        self.conv2 = conv3x3(planes, planes, stride) if conv2 is None else conv2()
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3 = conv1x1(planes, planes * 4)
         self.bn3 = nn.BatchNorm2d(planes * 4)
+        if attention is not None:
+            name, build = attention
+            self.add_module(name, build())
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
 

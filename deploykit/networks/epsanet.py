@@ -18,17 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import nn
 
 from deploykit import blocks
-from deploykit.networks._resnet import ResNetSkeleton, conv1x1
+from deploykit.networks._resnet import ResNetBottleneck, ResNetSkeleton
 
 SMALL_GROUPS = (1, 4, 8, 16)
 KERNELS = (3, 5, 7, 9)
 
 
-class EPSABlock(nn.Module):
+class EPSABlock(ResNetBottleneck):
     """Bottleneck with a PSA module as `conv2` (keys as the authors' EPSABlock).
 
     Args:
@@ -40,27 +39,13 @@ class EPSABlock(nn.Module):
         variant: "reference" or "safe" PSA.
     """
 
-    expansion = 4
-
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  conv_groups: Sequence[int] = SMALL_GROUPS, variant: str = "reference"):
-        super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = blocks.create("psa", variant, inplans=planes, planes=planes, stride=stride,
-                                   conv_kernels=KERNELS, conv_groups=tuple(conv_groups))
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * 4)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
+        def psa() -> nn.Module:
+            return blocks.create("psa", variant, inplans=planes, planes=planes, stride=stride,
+                                 conv_kernels=KERNELS, conv_groups=tuple(conv_groups))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        super().__init__(inplanes, planes, stride, downsample, conv2=psa)
 
 
 class EPSANet(ResNetSkeleton):

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 from deploykit import blocks
-from deploykit.networks._resnet import ResNetSkeleton, conv1x1, conv3x3
+from deploykit.networks._resnet import ResNetBottleneck, ResNetSkeleton
 
 
-class SABottleneck(nn.Module):
-    """torchvision Bottleneck with Shuffle Attention before the residual add.
+class SABottleneck(ResNetBottleneck):
+    """torchvision Bottleneck with Shuffle Attention before the residual add (`sa` keys after bn3, as the
+    authors' block).
 
     Args:
         inplanes: input channels.
@@ -34,27 +35,15 @@ class SABottleneck(nn.Module):
         variant: "reference" or "safe" Shuffle Attention.
     """
 
-    expansion = 4
-
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  sa_groups: int = 64, variant: str = "reference"):
-        super().__init__()
-        self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, planes * 4)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.sa = blocks.create("shuffle", variant, channel=planes * 4, groups=sa_groups)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample
+        def sa() -> nn.Module:
+            return blocks.create("shuffle", variant, channel=planes * 4, groups=sa_groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.sa(self.bn3(self.conv3(out)))
-        return self.relu(out + identity)
+        super().__init__(inplanes, planes, stride, downsample, attention=("sa", sa))
+
+    def attend(self, out: torch.Tensor) -> torch.Tensor:
+        return self.sa(out)
 
 
 class SANet(ResNetSkeleton):
