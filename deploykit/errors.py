@@ -52,9 +52,10 @@ class MissingDependency(DeployKitError):
 
 
 def unknown_name_error(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> UserInputError:
-    """`unknown block 'sma'; did you mean 'sam'? valid: se, sam, ...` as a UserInputError."""
+    """`unknown block 'sma'; did you mean 'sam'? valid blocks: se, sam, ...` (or `unknown block 'x'; valid
+    blocks: ...`) as a UserInputError."""
     close = difflib.get_close_matches(name, list(valid), n=1)
-    suggestion = f"; did you mean '{close[0]}'?" if close else ""
+    suggestion = f"; did you mean '{close[0]}'?" if close else ";"
     return UserInputError(f"unknown {kind} '{name}'{suggestion} valid {kind}s: {', '.join(valid)}")
 
 

@@ -21,20 +21,11 @@ def create(name: str, variant: str = "reference", **overrides):
         variant: "reference" (faithful to the authors' code) or "safe" (the export-safe twin).
         **overrides: constructor arguments replacing the registry defaults.
     """
-    import importlib
-
-    from deploykit.errors import UserInputError, unknown_name_error
+    from deploykit._registry import build
 
     block = spec(name)
-    if variant not in VARIANTS:
-        raise unknown_name_error("variant", variant, VARIANTS)
-    module = importlib.import_module(block.module)
-    cls = getattr(module, block.reference if variant == "reference" else block.safe)
-    kwargs = {**block.defaults, **overrides}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise UserInputError(f"block '{name}': bad constructor arguments {overrides}: {exc}") from exc
+    return build(block, "block", variant, lambda v: block.reference if v == "reference" else block.safe,
+                 block.defaults, overrides, what="constructor arguments")
 
 
 def example_input(name: str, batch: int = 1, *, height: int | None = None, width: int | None = None,

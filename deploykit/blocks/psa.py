@@ -31,25 +31,20 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from deploykit.blocks.se import SEModule
+
 # EPSABlock submodules around the PSA module (which is the block's `conv2`).
 _EPSABLOCK_PREFIXES = ("conv1.", "bn1.", "bn2.", "conv3.", "bn3.", "downsample.")
 
 
-class SEWeightModule(nn.Module):
-    """EPSANet's SE weight: the sigmoid channel vector only (the caller multiplies).
+class SEWeightModule(SEModule):
+    """EPSANet's SE weight: the SE module's layers and keys, returning the sigmoid channel vector only (the
+    caller multiplies).
 
     Args:
         channels: channels of the branch it weights.
         reduction: hidden width is channels // reduction.
     """
-
-    def __init__(self, channels: int, reduction: int = 16):
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1, padding=0)
-        self.relu = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1, padding=0)
-        self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sigmoid(self.fc2(self.relu(self.fc1(self.avg_pool(x)))))

@@ -9,19 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploykit._lookup import lookup
+from deploykit._registry import VARIANTS, PaperSpec, lookup
 
-VARIANTS = ("reference", "safe")
+__all__ = ["BLOCKS", "VARIANTS", "BlockSpec", "names", "spec"]
 
 
 @dataclass(frozen=True)
-class BlockSpec:
-    name: str
-    title: str
-    paper: str
-    arxiv: str
-    official_repo: str
-    module: str
+class BlockSpec(PaperSpec):
     reference: str
     safe: str
     defaults: dict[str, Any]
@@ -38,15 +32,7 @@ class BlockSpec:
         return int(args[self.channels_arg]), self.size[0], self.size[1]
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "paper": self.paper,
-            "arxiv": self.arxiv,
-            "official_repo": self.official_repo,
-            "defaults": dict(self.defaults),
-            "input_shape": list(self.input_shape()),
-        }
+        return {**super().summary(), "defaults": dict(self.defaults), "input_shape": list(self.input_shape())}
 
 
 BLOCKS: dict[str, BlockSpec] = {

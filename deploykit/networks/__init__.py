@@ -24,20 +24,11 @@ def create(name: str, variant: str = "reference", **overrides):
         variant: "reference" (the authors' computation) or "safe" (export-safe blocks and network code).
         **overrides: builder arguments (num_classes, and per family reduced widths/depths for fast tests).
     """
-    import importlib
-
-    from deploykit.errors import UserInputError, unknown_name_error
+    from deploykit._registry import build
 
     net = spec(name)
-    if variant not in VARIANTS:
-        raise unknown_name_error("variant", variant, VARIANTS)
-    builder = getattr(importlib.import_module(net.module), net.builder)
-    kwargs = {**net.defaults, **overrides}
-    try:
-        return builder(variant=variant, **kwargs)
-    except (TypeError, ValueError) as exc:
-        raise UserInputError(f"network '{name}': bad arguments {overrides}: {exc}",
-                             hint="fix source.args in the export config") from exc
+    return build(net, "network", variant, lambda _: net.builder, net.defaults, overrides,
+                 errors=(TypeError, ValueError), hint="fix source.args in the export config", variant=variant)
 
 
 def count_parameters(model) -> int:

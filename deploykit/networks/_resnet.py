@@ -29,12 +29,17 @@ def conv3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False)
 
 
+def projection_shortcut(inplanes: int, outplanes: int, stride: int) -> nn.Sequential:
+    """The residual shortcut when shapes change: strided conv1x1 + BN (keys `downsample.0`, `downsample.1`)."""
+    return nn.Sequential(conv1x1(inplanes, outplanes, stride), nn.BatchNorm2d(outplanes))
+
+
 def make_stage(block_fn: BlockFn, inplanes: int, planes: int, blocks: int, stride: int, expansion: int,
                stage_index: int) -> nn.Sequential:
-    """`blocks` residual blocks; the first one strides and gets a conv1x1 + BN shortcut when shapes change."""
+    """`blocks` residual blocks; the first one strides and gets a projection shortcut when shapes change."""
     downsample = None
     if stride != 1 or inplanes != planes * expansion:
-        downsample = nn.Sequential(conv1x1(inplanes, planes * expansion, stride), nn.BatchNorm2d(planes * expansion))
+        downsample = projection_shortcut(inplanes, planes * expansion, stride)
     layers = [block_fn(inplanes, planes, stride, downsample, stage_index, 0)]
     for i in range(1, blocks):
         layers.append(block_fn(planes * expansion, planes, 1, None, stage_index, i))

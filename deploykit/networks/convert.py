@@ -203,13 +203,11 @@ def _infer_gsop_bottleneck(module, state):
 
 
 def _build_gsop_bottleneck(kwargs, variant):
-    from deploykit.networks._resnet import conv1x1
+    from deploykit.networks._resnet import projection_shortcut
     from deploykit.networks.gsop import GSoPBottleneck
 
     inplanes, planes, stride = kwargs["inplanes"], kwargs["planes"], kwargs["stride"]
-    downsample = None
-    if kwargs["downsample"]:
-        downsample = nn.Sequential(conv1x1(inplanes, planes * 4, stride), nn.BatchNorm2d(planes * 4))
+    downsample = projection_shortcut(inplanes, planes * 4, stride) if kwargs["downsample"] else None
     return GSoPBottleneck(inplanes, planes, stride, downsample, attention=True, att_dim=kwargs["att_dim"],
                           variant=variant)
 

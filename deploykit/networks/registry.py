@@ -10,19 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploykit._lookup import lookup
+from deploykit._registry import VARIANTS, PaperSpec, lookup
 
-VARIANTS = ("reference", "safe")
+__all__ = ["NETWORKS", "VARIANTS", "NetworkSpec", "names", "spec"]
 
 
 @dataclass(frozen=True)
-class NetworkSpec:
-    name: str
-    title: str
-    paper: str
-    arxiv: str
-    official_repo: str
-    module: str
+class NetworkSpec(PaperSpec):
     builder: str
     blocks: tuple[str, ...]
     # Published parameter count in millions, and half a unit of its last published digit.
@@ -38,17 +32,8 @@ class NetworkSpec:
     notes: str = ""
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "title": self.title,
-            "paper": self.paper,
-            "arxiv": self.arxiv,
-            "official_repo": self.official_repo,
-            "blocks": list(self.blocks),
-            "params_m": self.params_m,
-            "input_shape": [3, *self.input_size],
-            "defaults": dict(self.defaults),
-        }
+        return {**super().summary(), "blocks": list(self.blocks), "params_m": self.params_m,
+                "input_shape": [3, *self.input_size], "defaults": dict(self.defaults)}
 
 
 _JONGCHAN = "Jongchan/attention-module MODELS/model_resnet.py ResidualNet"

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from deploykit import blocks
-from deploykit.networks._resnet import conv1x1
+from deploykit.networks._resnet import conv1x1, make_stage
 
 
 class SEResNetBottleneck(nn.Module):
@@ -77,16 +77,12 @@ class SENet(nn.Module):
             # ceil_mode keeps the Caffe weights' alignment (the port's own comment); equal to padding=1 at 224.
             ("pool", nn.MaxPool2d(3, stride=2, ceil_mode=True)),
         ]))
+        def block(inplanes, planes, stride, downsample, stage_index, block_index):
+            return SEResNetBottleneck(inplanes, planes, reduction, stride, downsample, variant)
+
         inplanes = stem
         for i, (n, planes) in enumerate(zip(layers, widths, strict=True)):
-            stride = 1 if i == 0 else 2
-            downsample = None
-            if stride != 1 or inplanes != planes * 4:
-                downsample = nn.Sequential(nn.Conv2d(inplanes, planes * 4, kernel_size=1, stride=stride, bias=False),
-                                           nn.BatchNorm2d(planes * 4))
-            stage = [SEResNetBottleneck(inplanes, planes, reduction, stride, downsample, variant)]
-            stage += [SEResNetBottleneck(planes * 4, planes, reduction, variant=variant) for _ in range(1, n)]
-            self.add_module(f"layer{i + 1}", nn.Sequential(*stage))
+            self.add_module(f"layer{i + 1}", make_stage(block, inplanes, planes, n, 1 if i == 0 else 2, 4, i))
             inplanes = planes * 4
         self.last_linear = nn.Linear(inplanes, num_classes)
 

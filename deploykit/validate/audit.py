@@ -23,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from deploykit.validate.checks import Check
-from deploykit.validate.graphinfo import DEFAULT_DOMAINS, GraphInfo, NodeRef, elem_type_name
+from deploykit.validate.graphinfo import DEFAULT_DOMAINS, GraphInfo, elem_type_name
 from deploykit.validate.support import MATRIX_TYPE_NAMES, SupportTable, load_raw, load_tables
 
 CATEGORY = "tensorrt"
