@@ -140,7 +140,7 @@ def _check_output_dir(out_dir: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as exc:
-        raise UserInputError(f"output directory '{out_dir}' is not writable ({exc.strerror or exc})",
+        raise UserInputError(f"output directory '{out_dir}' is not writable: {exc.strerror or exc}",
                              hint="pass --out with a directory you can write to") from None
 
 

@@ -79,8 +79,8 @@ def load_model(path: Path):
     try:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError, OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"'{path}' is not a readable ONNX model (corrupt or truncated protobuf: "
-                             f"{type(exc).__name__})",
+        raise UserInputError(f"'{path}' is not a readable ONNX model: {type(exc).__name__}, the protobuf is "
+                             "corrupt or truncated",
                              hint="re-export the model or check the file was copied whole") from None
     if not model.graph.node and not model.graph.input and not model.graph.output:
         raise UserInputError(f"'{path}' parsed as an empty ONNX model (not an ONNX file?)",
