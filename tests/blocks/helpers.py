@@ -60,12 +60,17 @@ def run_ort(path: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
+def export_dynamic_hw(module: nn.Module, channels: int, path: Path, exporter: str) -> None:
+    """`module` exported from a 2 x channels x 14 x 14 example with dynamic batch (1..64), H and W (4..256)."""
+    export_onnx(module, (torch.randn(2, channels, 14, 14),), path, exporter=exporter, input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: ("batch", 1, 64), 2: ("height", 4, 256), 3: ("width", 4, 256)}})
+
+
 def fp16_session(safe: nn.Module, path: Path, exporter: str):
     """`safe` exported at 64 x 14 x 14 with dynamic batch, H and W, converted to fp16; returns the ORT CPU
     session and the number of shape-computation nodes in the fp32 graph."""
-    export_onnx(safe, (torch.randn(2, 64, 14, 14),), path, exporter=exporter, input_names=["input"],
-                output_names=["output"],
-                dynamic_axes={"input": {0: ("batch", 1, 64), 2: ("height", 4, 256), 3: ("width", 4, 256)}})
+    export_dynamic_hw(safe, 64, path, exporter)
     fp16 = convert_to_fp16(onnx.load(str(path)))
     sess = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess, count_shape_nodes(path)

@@ -10,9 +10,8 @@ import torch
 
 from deploykit import blocks
 from deploykit.blocks.shuffle import ShuffleAttention, ShuffleAttentionSafe
-from deploykit.export.exporters import export_onnx
 from deploykit.onnx_utils.graph import count_shape_nodes
-from tests.blocks.helpers import fp16_outputs, max_rel_error, run_ort, seeded_twins
+from tests.blocks.helpers import export_dynamic_hw, fp16_outputs, max_rel_error, run_ort, seeded_twins
 
 # wofmanaf/SA-Net models/sa_resnet.py sa_layer: four (1, C/2G, 1, 1) parameters, then GroupNorm(C/2G, C/2G).
 OFFICIAL_KEYS = ["cweight", "cbias", "sweight", "sbias", "gn.weight", "gn.bias"]
@@ -111,12 +110,6 @@ def test_sa_resnet_style_checkpoint_with_module_prefix_loads_strictly(tmp_path):
         assert max_rel_error(safe(x), ref(x)) <= 1e-5
 
 
-def _export(safe: ShuffleAttentionSafe, channel: int, path, exporter: str):
-    export_onnx(safe, (torch.randn(2, channel, 14, 14),), path, exporter=exporter,
-                input_names=["input"], output_names=["output"],
-                dynamic_axes={"input": {0: ("batch", 1, 64), 2: ("height", 4, 256), 3: ("width", 4, 256)}})
-
-
 @pytest.fixture(scope="module", params=[(256, 64), (256, 16)], ids=["K2", "K8"])
 def exported(request, tmp_path_factory):
     """The twin (randomized weights), exported by both exporters with dynamic batch, H and W."""
@@ -125,7 +118,7 @@ def exported(request, tmp_path_factory):
     paths = {}
     for exporter in ("dynamo", "torchscript"):
         paths[exporter] = root / f"{exporter}.onnx"
-        _export(safe, 256, paths[exporter], exporter)
+        export_dynamic_hw(safe, 256, paths[exporter], exporter)
     return ref, safe, paths
 
 
@@ -168,6 +161,6 @@ def test_graph_does_not_grow_with_k(tmp_path):
     for channel, groups in ((256, 64), (256, 16), (512, 16)):     # K = 2, 8, 16
         _, safe = _pair(channel, groups)
         path = tmp_path / f"{channel}_{groups}.onnx"
-        _export(safe, channel, path, "dynamo")
+        export_dynamic_hw(safe, channel, path, "dynamo")
         nodes.append(len(onnx.load(str(path)).graph.node))
     assert nodes[0] == nodes[1] == nodes[2] <= 40
