@@ -67,7 +67,7 @@ def test_unwritable_output_directory(cli, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     result = cli("export", "--block", "se", "--out", str(blocker / "models"), *SMALL)
-    assert result.exit_code == 2 and "not writable" in result.stderr
+    assert result.exit_code == 2 and "not writable: " in result.stderr
 
 
 def test_every_shipped_config_is_valid():
