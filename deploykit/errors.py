@@ -69,6 +69,6 @@ def require(module: str, *, extra: str | None = None, purpose: str = ""):
         pkg = f"deploykit[{extra}]" if extra else module
         why = f" for {purpose}" if purpose else ""
         raise MissingDependency(
-            f"{module} is not installed{why} ({exc.__class__.__name__}: {exc})",
+            f"{module} is not installed{why}: {exc.__class__.__name__}: {exc}",
             hint=f"install it with: pip install '{pkg}'",
         ) from exc

@@ -43,8 +43,7 @@ class TorchBuffers:
         self.device = torch.device(self.device_name)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise MissingDependency(
-                "no CUDA GPU is visible to PyTorch; running a TensorRT engine needs one "
-                "(and a CUDA build of torch)", hint=INSTALL_HINT)
+                "no CUDA GPU is visible to PyTorch; running a TensorRT engine needs one and a CUDA build of torch", hint=INSTALL_HINT)
 
     def to_device(self, array: np.ndarray):
         array = np.ascontiguousarray(array)
@@ -175,7 +174,7 @@ class TrtRunner(Runner):
                                          for n, r in self.profile_ranges[p].items())
             for p in candidates)
         given = ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in shapes.items())
-        raise UserInputError(f"input shapes {given} are outside the engine's optimization profiles ({ranges})",
+        raise UserInputError(f"input shapes {given} are outside the engine's optimization profiles: {ranges}",
                              hint="rebuild with a --profile that covers them")
 
     def infer_impl(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

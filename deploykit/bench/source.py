@@ -151,7 +151,7 @@ def from_block(name: str, batches, size: tuple[int, int] | None = None) -> Bench
 def from_network(name: str, batches, size: tuple[int, int] | None = None) -> BenchSource:
     """A network at its export config (export_configs/<name>.yaml, else its registry defaults)."""
     if importlib.util.find_spec("deploykit.networks") is None:
-        raise UserInputError(f"--model {name}: this deploykit has no networks (deploykit.networks is missing)",
+        raise UserInputError(f"--model {name}: this deploykit has no networks: deploykit.networks is missing",
                              hint="benchmark a block with --block NAME, or an exported file with MODEL.onnx")
     from deploykit import networks
 

@@ -153,7 +153,7 @@ def _target_version(model_dir: Path, force: bool, new_version: bool) -> int:
     if force:
         return versions[-1]
     raise UserInputError(
-        f"model '{model_dir.name}' already exists in '{model_dir.parent}' (version {versions[-1]})",
+        f"model '{model_dir.name}' version {versions[-1]} already exists in '{model_dir.parent}'",
         hint="pass --force to replace it or --new-version to add a version beside it",
     )
 
@@ -334,7 +334,7 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
         worst = next(s for s in chosen_parity.shapes if not s.comparison)
         raise CheckFailed(
             f"ONNX Runtime outputs differ from PyTorch at shape {list(worst.shape)}: max abs "
-            f"{worst.comparison.max_abs:.3g} (atol {tol32.atol:g}, rtol {tol32.rtol:g})",
+            f"{worst.comparison.max_abs:.3g}, over atol {tol32.atol:g} with rtol {tol32.rtol:g}",
             hint="nothing was written; see the export report",
         )
 

@@ -89,8 +89,8 @@ def build_network_modules(config):
     if net.fixed_input_size and (inp.height.dynamic or inp.width.dynamic
                                  or (inp.height.opt, inp.width.opt) != net.input_size):
         h, w = net.input_size
-        raise UserInputError(f"network '{src.network}' only accepts {h}x{w} inputs (its local branch crops at "
-                             f"fixed sizes)", hint=f"use --size {h}x{w} without --dynamic-hw")
+        raise UserInputError(f"network '{src.network}' only accepts {h}x{w} inputs: its local branch crops at "
+                             f"fixed sizes", hint=f"use --size {h}x{w} without --dynamic-hw")
     reference = create(src.network, "reference", **src.args)
     exported, weights = weights_and_twin(reference, lambda: create(src.network, "safe", **src.args), config,
                                          load_checkpoint=load_checkpoint)

@@ -37,7 +37,7 @@ def schema():
         if path.is_file():
             break
     else:
-        raise MissingDependency("this tritonclient has no grpc/model_config_pb2.py (Triton's model-config schema)",
+        raise MissingDependency("this tritonclient lacks Triton's model-config schema, grpc/model_config_pb2.py",
                                 hint=SCHEMA_HINT)
     module_spec = importlib.util.spec_from_file_location("deploykit.serve._triton_model_config_pb2", path)
     module = importlib.util.module_from_spec(module_spec)

@@ -227,7 +227,7 @@ class Repository:
             if unavailable:
                 raise MissingDependency(f"no model in '{root}' can be served here: "
                                         + "; ".join(f"{u.name}: {u.reason}" for u in unavailable))
-            raise UserInputError(f"model repository '{root}' has no model (no <name>/config.pbtxt)",
+            raise UserInputError(f"model repository '{root}' has no model: no <name>/config.pbtxt in it",
                                  hint="add one with `deploykit export --block se --out DIR`")
         return cls(root, models, unavailable)
 

@@ -99,7 +99,7 @@ def decide_precision(summary: OnnxSummary, requested: str | None, caps: TrtCapab
     if want == "int8":
         raise UserInputError(
             f"--precision int8 needs a graph with QuantizeLinear/DequantizeLinear nodes and {path} has none "
-            f"(it is {graph}); deploykit does no calibration (implicit INT8 calibration is gone in TensorRT 11)",
+            f"(it is {graph}); deploykit does no calibration, and TensorRT 11 has no implicit INT8 calibration",
             hint="quantize the model first (e.g. with NVIDIA TensorRT Model Optimizer) and build that graph",
         )
 

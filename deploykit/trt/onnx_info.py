@@ -111,7 +111,7 @@ def summarize(path: str | Path) -> OnnxSummary:
     except FileNotFoundError as exc:
         raise UserInputError(f"ONNX model {path} does not exist") from exc
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a corrupt file
-        raise UserInputError(f"{path} is not a readable ONNX model ({exc.__class__.__name__}: {exc})") from exc
+        raise UserInputError(f"{path} is not a readable ONNX model: {exc.__class__.__name__}: {exc}") from exc
     graph = model.graph
     if not graph.output:
         raise UserInputError(f"{path} is not a usable ONNX model: its graph has no outputs")

@@ -150,7 +150,7 @@ def build_model(onnx_path: str | Path, *, precision: str | None = None, profile_
         elif gpu is None:
             found_gpu, problem = caps_mod.cuda_device()
             if found_gpu is None:
-                raise MissingDependency(f"no CUDA GPU is visible ({problem})", hint=caps_mod.INSTALL_HINT)
+                raise MissingDependency(f"no CUDA GPU is visible: {problem}", hint=caps_mod.INSTALL_HINT)
             gpu = found_gpu
         caps = caps_mod.detect(trt)
         details["tensorrt"] = caps.as_dict()

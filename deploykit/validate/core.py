@@ -83,7 +83,7 @@ def load_model(path: Path):
                              "corrupt or truncated",
                              hint="re-export the model or check the file was copied whole") from None
     if not model.graph.node and not model.graph.input and not model.graph.output:
-        raise UserInputError(f"'{path}' parsed as an empty ONNX model (not an ONNX file?)",
+        raise UserInputError(f"'{path}' parsed as an empty ONNX model; it is probably not an ONNX file",
                              hint="pass an .onnx model file")
     return model, path
 

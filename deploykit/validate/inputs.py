@@ -200,7 +200,7 @@ def check_memory(inputs: list[InputInfo], plan: ShapePlan, max_mb: float) -> Non
         if need > limit:
             raise UserInputError(
                 f"inputs at {label_for(shapes)} would take {need / 2**20:,.0f} MiB, over the --max-input-mb "
-                f"limit of {max_mb:g} MiB (shapes from {plan.source})",
+                f"limit of {max_mb:g} MiB; the shapes come from {plan.source}",
                 hint="validate at smaller shapes (--profile, --inputs FILE.npz) or raise --max-input-mb",
             )
 
@@ -249,8 +249,8 @@ def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None) -> Feed:
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserInputError(f"--inputs file '{path}' is not a readable .npz ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})",
+        raise UserInputError(f"--inputs file '{path}' is not a readable .npz: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''}",
                              hint="save with numpy.savez(path, input_name=array, ...)") from None
     if not hasattr(loaded, "files"):
         raise UserInputError(f"--inputs file '{path}' holds a single array, not named arrays",
@@ -258,7 +258,7 @@ def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None) -> Feed:
     try:
         arrays = {k: loaded[k] for k in loaded.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise UserInputError(f"--inputs file '{path}' has an unreadable array ({type(exc).__name__})",
+        raise UserInputError(f"--inputs file '{path}' has an unreadable array: {type(exc).__name__}",
                              hint="write the file again with numpy.savez") from None
     finally:
         loaded.close()
@@ -266,7 +266,7 @@ def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None) -> Feed:
     missing = [n for n in names if n not in arrays]
     if missing:
         raise UserInputError(f"--inputs file '{path}' has no array for input(s) {', '.join(map(repr, missing))} "
-                             f"(it has: {', '.join(map(repr, arrays)) or 'nothing'})",
+                             f"; it has {', '.join(map(repr, arrays)) or 'no arrays'}",
                              hint=f"name the arrays after the graph inputs: {', '.join(names)}")
     unknown = [k for k in arrays if k not in names]
     if unknown:

@@ -48,14 +48,14 @@ def open_session(path: Path):
         if found:
             opset, domain, supported = found.groups()
             raise UserInputError(
-                f"the model uses {domain} opset {opset}, newer than onnxruntime {onnxruntime.__version__} supports "
-                f"(up to opset {supported})",
+                f"the model uses {domain} opset {opset}, newer than onnxruntime {onnxruntime.__version__} supports; "
+                f"it reads up to opset {supported}",
                 hint=f"re-export with opset {supported} or lower, or upgrade onnxruntime") from None
         found = _IR_RE.search(text)
         if found:
             raise UserInputError(
                 f"the model's IR version {found.group(1)} is newer than onnxruntime {onnxruntime.__version__} "
-                f"supports (up to IR {found.group(2)})", hint="re-save it with an older onnx, or upgrade onnxruntime"
+                f"supports; it reads up to IR {found.group(2)}", hint="re-save it with an older onnx, or upgrade onnxruntime"
             ) from None
         return None, Check("onnxruntime_session", False, _first_line(exc), category=CATEGORY,
                            fix="ONNX Runtime cannot load the graph; the structure checks above usually say why")
