@@ -382,7 +382,7 @@ def _check_runner(model: Model, runner, version: int) -> None:
         names_in = list(getattr(runner, "inputs", []) or [])
         names_out = list(getattr(runner, "outputs", []) or [])
         dtypes = dict(getattr(runner, "dtypes", {}) or {})
-        ranks = {}
+        shapes, ranks = {}, {}
     else:
         from deploykit.backends.ort import ORT_DTYPES
 
@@ -390,8 +390,8 @@ def _check_runner(model: Model, runner, version: int) -> None:
         names_out = [o.name for o in session.get_outputs()]
         dtypes = {t.name: np.dtype(ORT_DTYPES[t.type]) for t in [*session.get_inputs(), *session.get_outputs()]
                   if t.type in ORT_DTYPES}
-        ranks = {t.name: len(t.shape) for t in [*session.get_inputs(), *session.get_outputs()]
-                 if isinstance(t.shape, list)}
+        shapes = {t.name: t.shape for t in [*session.get_inputs(), *session.get_outputs()] if isinstance(t.shape, list)}
+        ranks = {name: len(shape) for name, shape in shapes.items()}
     if not names_in and not names_out:
         return
     where = f"version {version} of model '{model.name}'"
@@ -407,3 +407,23 @@ def _check_runner(model: Model, runner, version: int) -> None:
             if t.name in ranks and ranks[t.name] != len(t.shape):
                 raise UserInputError(f"config.pbtxt gives {t.name} {len(t.shape)} dims (with the batch) but "
                                      f"{where} has {ranks[t.name]}")
+            if t.name in shapes:
+                _check_dims(model, t, shapes[t.name], where)
+
+
+def _check_dims(model: Model, meta: TensorMeta, model_shape: list, where: str) -> None:
+    """config.pbtxt dims against the model file's, as Triton checks them before loading.
+
+    A fixed dim in the model must be the config's (a -1 there would advertise sizes the model refuses),
+    and with max_batch_size > 0 the model's first dim must be free, or batched requests fail at run time.
+    """
+    fixed = [d if isinstance(d, int) and d >= 0 else None for d in model_shape]
+    if model.max_batch_size > 0 and fixed[0] is not None and not (fixed[0] == 1 and model.max_batch_size == 1):
+        raise UserInputError(f"config.pbtxt sets max_batch_size {model.max_batch_size} but {where} fixes the first dim "
+                             f"of {meta.name} at {fixed[0]}", hint="export with a dynamic batch axis, or set "
+                             "max_batch_size: 0 and give dims with the batch")
+    start = 1 if model.max_batch_size > 0 else 0  # config.pbtxt dims leave out the batch
+    if any(m is not None and c != m for c, m in zip(meta.shape[start:], fixed[start:])):
+        model_dims = [-1 if d is None else d for d in fixed[start:]]
+        raise UserInputError(f"config.pbtxt gives {meta.name} dims {list(meta.shape[start:])} but {where} has "
+                             f"{model_dims}", hint="re-create config.pbtxt with `deploykit export`")

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-# JSON-encoded tensor data costs ~30x its size in Python objects while it is decoded, so plain-JSON requests
-# get a tighter limit than binary ones; large tensors should use the binary extension.
-MAX_JSON_BYTES = 8 << 20
+# numpy refuses more dims than this; a request with more is refused as a bad shape, not a server error.
+MAX_RANK = 32
 
 # KServe v2 datatype -> numpy dtype (little-endian, as the binary extension lays tensors out).
 DATATYPES: dict[str, np.dtype] = {
@@ -106,12 +105,17 @@ def _bool(params: dict, key: str, what: str) -> bool | None:
     return value
 
 
+def is_decimal(text: str) -> bool:
+    """An ASCII decimal integer that fits int64. str.isdigit alone would take '²', which int() rejects."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 def parse_header_length(value: str | None, body_size: int) -> int | None:
     """The JSON header's length from `Inference-Header-Content-Length`, checked against the body."""
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit() or len(text) > 18:
+    if not is_decimal(text):
         raise ProtocolError(f"{HEADER_LENGTH} must be a non-negative integer, got '{value[:40]}'")
     length = int(text)
     if length > body_size:
@@ -119,14 +123,12 @@ def parse_header_length(value: str | None, body_size: int) -> int | None:
     return length
 
 
-def parse_infer_request(body: bytes, header_length: str | None = None, *,
-                        max_json_bytes: int = MAX_JSON_BYTES) -> InferRequest:
+def parse_infer_request(body: bytes, header_length: str | None = None) -> InferRequest:
     """Decode an inference request body (JSON, or JSON header + binary tensors).
 
     Args:
         body: the whole (decompressed) request body.
         header_length: the `Inference-Header-Content-Length` header, None when absent.
-        max_json_bytes: the largest JSON part accepted (413 above it).
 
     Raises:
         ProtocolError: malformed JSON, unknown datatype, sizes that do not add up, unsupported features.
@@ -134,9 +136,6 @@ def parse_infer_request(body: bytes, header_length: str | None = None, *,
     split = parse_header_length(header_length, len(body))
     view = memoryview(body)
     head, binary = (view, view[len(view):]) if split is None else (view[:split], view[split:])
-    if len(head) > max_json_bytes:
-        raise ProtocolError(f"the JSON part of the request is {len(head)} bytes, over the {max_json_bytes}-byte "
-                            "limit; send large tensors with the binary tensor extension", status=413)
     try:
         doc = json.loads(bytes(head))
     except (ValueError, RecursionError) as exc:
@@ -182,8 +181,12 @@ def _parse_input(raw, index: int, binary: memoryview, offset: int) -> tuple[Infe
     shape = raw.get("shape")
     if not isinstance(shape, list):
         raise ProtocolError(f"input '{name}' needs a 'shape' list")
+    if len(shape) > MAX_RANK:
+        raise ProtocolError(f"input '{name}' has {len(shape)} dims; this server takes at most {MAX_RANK}")
     dims = tuple(_int(d, f"input '{name}' shape entries") for d in shape)
     count = math.prod(dims)
+    if any(d >= 1 << 62 for d in dims):  # numpy's own limit on a dim; no real tensor comes near it
+        raise ProtocolError(f"input '{name}' has shape {list(dims)}, with a dim too large for any tensor")
     params = _dict(raw.get("parameters"), f"input '{name}' parameters")
     if "shared_memory_region" in params:
         raise ProtocolError("shared-memory tensors are not supported by this server; send the data in the body")
@@ -242,6 +245,9 @@ def _json_array(data: list, name: str, datatype: str, dtype: np.dtype) -> np.nda
     if parsed.size == 0:
         return parsed.astype(dtype)
     kind = parsed.dtype.kind
+    if dtype.kind in "ui" and kind in "fO":
+        # Integers past int64 next to small ones come out of numpy as float64 or objects: take them exactly.
+        parsed, kind = _exact_integers(data, name, datatype), "i"
     allowed = {"b": "b", "u": "bui", "i": "bui", "f": "buif"}[dtype.kind]
     if kind not in allowed:
         expected = {"b": "true/false", "u": "integers", "i": "integers", "f": "numbers"}[dtype.kind]
@@ -251,6 +257,14 @@ def _json_array(data: list, name: str, datatype: str, dtype: np.dtype) -> np.nda
         if int(parsed.min()) < info.min or int(parsed.max()) > info.max:
             raise ProtocolError(f"input '{name}' has values outside the range of {datatype}")
     return parsed.astype(dtype, copy=False)
+
+
+def _exact_integers(data: list, name: str, datatype: str) -> np.ndarray:
+    """JSON integers of any size as an object array of Python ints; anything else is refused."""
+    values = np.asarray(data, dtype=object)
+    if not all(type(v) is int for v in values.flat):  # bool is a subclass of int, and refused here
+        raise ProtocolError(f"input '{name}' is {datatype}, so its data must be integers")
+    return values
 
 
 def _parse_outputs(raw) -> list[RequestedOutput] | None:
@@ -275,6 +289,19 @@ def _parse_outputs(raw) -> list[RequestedOutput] | None:
     return outputs
 
 
+def sends_binary(request: InferRequest, output: str) -> bool:
+    """Whether `output` travels as raw bytes: its own binary_data parameter, else the request's binary_data_output."""
+    for requested in request.outputs or ():
+        if requested.name == output and requested.binary is not None:
+            return requested.binary
+    return request.binary_output
+
+
+def json_values(results: dict[str, np.ndarray], request: InferRequest) -> int:
+    """How many values the response would write as JSON numbers (the slow part of encoding it)."""
+    return sum(int(array.size) for name, array in results.items() if not sends_binary(request, name))
+
+
 def encode_infer_response(model_name: str, model_version: str, results: dict[str, np.ndarray],
                           request: InferRequest) -> tuple[list[bytes], int | None]:
     """The response body as parts (JSON header first, then each binary output) and, when any output
@@ -283,16 +310,12 @@ def encode_infer_response(model_name: str, model_version: str, results: dict[str
     Args:
         results: output name -> array, already restricted to what the request asked for, in order.
     """
-    binary_of = {o.name: o.binary for o in request.outputs or ()}
     chunks: list[bytes] = []
     outputs = []
     for name, array in results.items():
         datatype = datatype_of(array.dtype)
         entry = {"name": name, "datatype": datatype, "shape": [int(d) for d in array.shape]}
-        binary = binary_of.get(name)
-        if binary is None:
-            binary = request.binary_output
-        if binary:
+        if sends_binary(request, name):
             raw = np.ascontiguousarray(array, dtype=DATATYPES[datatype]).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)

@@ -83,7 +83,8 @@ def make_server(app, settings: ServeSettings, *, on_ready: Callable[[], None] = 
 
     config = uvicorn.Config(app, log_level=settings.log_level if settings.log_level != "info" else "warning",
                             access_log=settings.log_level == "debug", lifespan="on",
-                            timeout_graceful_shutdown=int(settings.graceful_timeout_s), server_header=False)
+                            # uvicorn waits with asyncio.wait_for, so a fraction of a second is honoured.
+                            timeout_graceful_shutdown=settings.graceful_timeout_s, server_header=False)
     return Server(config)
 
 

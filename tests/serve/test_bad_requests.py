@@ -62,6 +62,13 @@ CASES = [
      400, ["only"]),
     ("header length not a number", "/v2/models/se/infer", b"{}", {"Inference-Header-Content-Length": "-1"},
      400, ["integer"]),
+    # str.isdigit() takes the superscript two, int() does not: this once got a plain-text 500.
+    ("header length a non-ASCII digit", "/v2/models/se/infer", b"{}",
+     {"Inference-Header-Content-Length": "\u00b2".encode("latin-1")}, 400, ["integer"]),
+    ("dim too large for numpy", "/v2/models/se/infer",
+     {"inputs": [tensor(shape=(0, 2 ** 64), data=[])]}, {}, 400, ["too large"]),
+    ("more dims than numpy takes", "/v2/models/se/infer",
+     {"inputs": [tensor(shape=(1,) * 70, data=[1.0])]}, {}, 400, ["70 dims"]),
     ("unsupported content encoding", "/v2/models/se/infer", b"xx", {"Content-Encoding": "br"}, 415, ["br"]),
     ("corrupt gzip", "/v2/models/se/infer", b"not gzip", {"Content-Encoding": "gzip"}, 400, ["decompress"]),
     ("unknown model", "/v2/models/resnet/infer", {"inputs": [tensor()]}, {}, 404, ["unknown model", "se"]),

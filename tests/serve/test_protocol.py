@@ -18,8 +18,8 @@ needs_serve_extra()
 import tritonclient.http as httpclient  # noqa: E402
 
 from deploykit.serve.protocol import (  # noqa: E402
-    DATATYPES, InferRequest, ProtocolError, RequestedOutput, datatype_of, encode_infer_response, parse_infer_request,
-    triton_to_kserve,
+    DATATYPES, InferRequest, ProtocolError, RequestedOutput, datatype_of, encode_infer_response, json_values,
+    parse_infer_request, sends_binary, triton_to_kserve,
 )
 
 
@@ -106,7 +106,9 @@ def test_nested_json_data_is_accepted():
     ("BOOL", [1, 0], "true/false"),
     ("FP32", ["1.0", "2.0"], "numbers"),
     ("FP32", [[1.0], [2.0, 3.0]], "regularly nested"),
-    ("INT64", [2 ** 70, 1], "integers"),
+    ("INT64", [2 ** 70, 1], "range"),
+    ("UINT64", [1.5, 2 ** 64 - 1], "integers"),
+    ("INT64", [2 ** 63, -1], "range"),
 ])
 def test_json_data_that_a_cast_would_change_is_refused(datatype, data, words):
     body = json.dumps({"inputs": [{"name": "x", "shape": [2], "datatype": datatype, "data": data}]}).encode()
@@ -115,11 +117,40 @@ def test_json_data_that_a_cast_would_change_is_refused(datatype, data, words):
     assert err.value.status == 400 and words in err.value.message
 
 
-def test_json_part_limit_is_413():
-    body = json.dumps({"inputs": [{"name": "x", "shape": [3000], "datatype": "FP32", "data": [0.5] * 3000}]})
-    with pytest.raises(ProtocolError) as err:
-        parse_infer_request(body.encode(), max_json_bytes=1000)
-    assert err.value.status == 413 and "binary tensor extension" in err.value.message
+@pytest.mark.parametrize("data", [[2 ** 64 - 1, 0, 2 ** 63], [2 ** 63, 1], [5, 2 ** 64 - 2]])
+def test_uint64_json_data_beyond_int64_is_exact(data):
+    # numpy reads a list mixing such values with small ones as float64, which would round them.
+    expected = np.array(data, dtype=np.uint64)
+    inp = httpclient.InferInput("x", [len(data)], "UINT64")
+    inp.set_data_from_numpy(expected, binary_data=False)
+    body, _ = httpclient.InferenceServerClient.generate_request_body([inp])
+    parsed = parse_infer_request(body).inputs[0].array
+    assert parsed.dtype == np.uint64 and parsed.tolist() == data
+
+
+def test_json_requests_have_no_limit_of_their_own():
+    # The body limit (--max-body-size, checked before parsing) is the only one, as in Triton.
+    x = np.arange(3 << 20, dtype=np.float32) / 7   # about 30 MB of JSON
+    body = json.dumps({"inputs": [{"name": "x", "shape": [x.size], "datatype": "FP32", "data": x.tolist()}]})
+    assert len(body) > 16 << 20
+    np.testing.assert_array_equal(parse_infer_request(body.encode()).inputs[0].array, x)
+
+
+@pytest.mark.parametrize("output_params,request_params,binary", [
+    (None, {}, {"a": False, "b": False}),
+    (None, {"binary_data_output": True}, {"a": True, "b": True}),
+    ({"a": {"binary_data": True}}, {}, {"a": True, "b": False}),
+    ({"a": {"binary_data": False}}, {"binary_data_output": True}, {"a": False, "b": True}),
+])
+def test_json_value_count_follows_the_binary_choices(output_params, request_params, binary):
+    # What decides whether a response is encoded off the event loop.
+    doc = {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1.0]}], "parameters": request_params}
+    if output_params is not None:
+        doc["outputs"] = [{"name": n, "parameters": p} for n, p in output_params.items()]
+    request = parse_infer_request(json.dumps(doc).encode())
+    results = {"a": np.zeros((2, 3), np.float32), "b": np.zeros(5, np.float32)}
+    assert {n: sends_binary(request, n) for n in results} == binary
+    assert json_values(results, request) == sum(r.size for n, r in results.items() if not binary[n])
 
 
 @pytest.mark.parametrize("doc,words", [

@@ -58,6 +58,9 @@ def test_missing_or_empty_repository(tmp_path):
     ('name: "input"', 'name: "image"', ["['image']", "['input']"]),
     ("max_batch_size: 4", "max_batch_size: 4\nmax_batch: 4", ["Triton's model-config schema", "max_batch"]),
     ("data_type: TYPE_FP32", "data_type: TYPE_STRING", ["TYPE_STRING"]),
+    # Same rank, other sizes: the metadata would advertise shapes the model refuses at run time.
+    ("dims: [ 64, 14, 14 ]", "dims: [ 64, 14, 15 ]", ["[64, 14, 15]", "[64, 14, 14]"]),
+    ("dims: [ 64, 14, 14 ]", "dims: [ 64, -1, 14 ]", ["[64, -1, 14]", "[64, 14, 14]"]),
 ])
 def test_a_config_that_does_not_fit_its_model_stops_the_server(repo, old, new, words):
     edit_config(repo / "se" / "config.pbtxt", old, new)
@@ -65,6 +68,16 @@ def test_a_config_that_does_not_fit_its_model_stops_the_server(repo, old, new, w
     assert message.startswith("1 model(s)") and "se:" in message
     for word in words:
         assert word in message, message
+
+
+def test_batching_a_model_with_a_fixed_batch_stops_the_server(repo, model_repo):
+    # Requests merged by dynamic batching would fail at run time against a fixed first dim.
+    shutil.copytree(model_repo / "se_static", repo / "se_static")
+    config = repo / "se_static" / "config.pbtxt"
+    edit_config(config, "max_batch_size: 0", "max_batch_size: 4\ndynamic_batching { }")
+    edit_config(config, "dims: [ 2, 64, 14, 14 ]", "dims: [ 64, 14, 14 ]")
+    message = load_error(repo)
+    assert "max_batch_size 4" in message and "first dim of input at 2" in message and "dynamic batch" in message
 
 
 def test_missing_model_file_and_stray_versions(repo):
