@@ -7,14 +7,24 @@ producers and readers of tensors whose measured fp32 range leaves fp16). This is
 for fp16 engines (strongly typed networks take precision from the graph; there is no FP16 builder flag).
 
 Converter quirks are handled around the call, not inside the graph logic: an initializer shared between a
-kept node and an fp16 node would get a single type (so kept nodes get their own copy first); a graph output
-produced by a kept node would be re-declared fp16 (so it is cast back to fp32 when I/O stays fp32); a
-ConstantOfShape without a `value` (an fp32 zero by default) would be re-declared fp16 while still making fp32
-(so the default is written out first, and the converter then converts it); and unnamed nodes would get
-identically named boundary Casts (so every node gets a unique name first).
+kept node and an fp16 node would get a single type (so kept nodes get their own copy first); an initializer
+that also has a value_info entry (the dynamo exporter writes them) would be converted even when only kept
+nodes read it, behind a Cast back to fp32 (so those entries are dropped first: an initializer declares its
+own type); a graph output produced by a kept node would be re-declared fp16 (so it is cast back to fp32 when
+I/O stays fp32, and the fp32 -> fp16 -> fp32 round trip is then skipped); a ConstantOfShape without a
+`value` (an fp32 zero by default) would be re-declared fp16 while still making fp32 (so the default is
+written out first, and the converter then converts it); and unnamed nodes would get identically named
+boundary Casts (so every node gets a unique name first).
+
+Weights are rounded to the nearest fp16, saturating at +-65504 instead of the converter's default 1e4, and
+nonzero values below the smallest fp16 (2**-24) become +-2**-24 rather than zero, so an epsilon stays an
+epsilon. Weights outside the fp16 range are found by the range scan, which keeps their readers in fp32.
 """
 
 from __future__ import annotations
+
+FP16_MAX = 65504.0
+FP16_SMALLEST = 2.0 ** -24   # the smallest positive (subnormal) fp16
 
 # Ops kept in fp32: sums over many elements, exponentials and statistics overflow or underflow in fp16.
 DEFAULT_FP32_OPS = (
@@ -37,15 +47,18 @@ def convert_to_fp16(model, *, keep_io_types: bool = True, fp32_ops=DEFAULT_FP32_
     declared = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     _name_nodes(model)
     _explicit_constant_of_shape_values(model)
+    _drop_initializer_value_info(model)
     if fp32_nodes:
         _private_initializers(model, set(fp32_nodes))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the converter warns about every clamped tiny initializer
         half = float16.convert_float_to_float16(
             model, keep_io_types=keep_io_types, op_block_list=list(fp32_ops), node_block_list=fp32_nodes,
+            min_positive_val=FP16_SMALLEST, max_finite_val=FP16_MAX,
         )
     if keep_io_types:
         _restore_output_types(half, declared)
+    _skip_fp16_round_trips(half)
     return half
 
 
@@ -69,6 +82,16 @@ def _explicit_constant_of_shape_values(model) -> None:
     for node in model.graph.node:
         if node.op_type == "ConstantOfShape" and not any(a.name == "value" for a in node.attribute):
             node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float32))))
+
+
+def _drop_initializer_value_info(model) -> None:
+    """Remove value_info entries that only repeat an initializer's type (see the module docstring)."""
+    graph = model.graph
+    weights = {i.name for i in graph.initializer}
+    kept = [v for v in graph.value_info if v.name not in weights]
+    if len(kept) != len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
 
 
 def _private_initializers(model, kept: set[str]) -> None:
@@ -111,3 +134,40 @@ def _restore_output_types(model, declared: dict[str, int]) -> None:
             node.input[:] = [inner if i == out.name else i for i in node.input]
         graph.node.append(helper.make_node("Cast", [inner], [out.name], to=want, name=f"{out.name}__restore_type"))
         out.type.tensor_type.elem_type = want
+
+
+def _skip_fp16_round_trips(model) -> None:
+    """Read fp32 values directly where the graph casts them to fp16 and straight back to fp32.
+
+    The converter puts a Cast to fp16 after every kept node and a Cast to fp32 before every kept reader, so
+    fp32 values travelling between kept nodes (or to an fp32 graph output) would be rounded to fp16 on the
+    way: the precision and range the keep-list is for would be lost. The Cast back becomes an Identity of
+    the fp32 value; a Cast to fp16 that no one reads any more is removed.
+    """
+    from onnx import TensorProto, helper, shape_inference
+
+    graph = model.graph
+    elem_types = {v.name: v.type.tensor_type.elem_type
+                  for v in [*graph.input, *graph.value_info, *graph.output, *shape_inference.infer_shapes(model).graph.value_info]}
+    elem_types.update({i.name: i.data_type for i in graph.initializer})
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def cast_to(node) -> int | None:
+        if node.op_type != "Cast" or node.domain not in ("", "ai.onnx"):
+            return None
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    changed = False
+    for i, node in enumerate(graph.node):
+        if cast_to(node) != TensorProto.FLOAT:
+            continue
+        down = producer.get(node.input[0])
+        if down is None or cast_to(down) != TensorProto.FLOAT16 or elem_types.get(down.input[0]) != TensorProto.FLOAT:
+            continue
+        graph.node[i].CopyFrom(helper.make_node("Identity", [down.input[0]], list(node.output), name=node.name))
+        changed = True
+    if changed:
+        read = {name for n in graph.node for name in n.input} | {o.name for o in graph.output}
+        unread = [n for n in graph.node if cast_to(n) == TensorProto.FLOAT16 and not any(o in read for o in n.output)]
+        for n in unread:
+            graph.node.remove(n)

@@ -73,3 +73,65 @@ def test_unnamed_node_can_still_be_kept_by_its_output_name():
     x = np.full((1, 3), big, np.float32)
     out = run(convert_to_fp16(model, fp32_nodes=["x2", "y"]), x)
     np.testing.assert_allclose(out, x, rtol=1e-3)
+
+
+def stored(model, name):
+    init = next(i for i in model.graph.initializer if i.name == name)
+    return TensorProto.DataType.Name(init.data_type), numpy_helper.to_array(init)
+
+
+def weighted(k: np.ndarray, *, value_info: bool):
+    """y = relu(x * k) with `k` a weight; the dynamo exporter also lists weights in value_info."""
+    g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "k"], ["t"], name="mul"), helper.make_node("Relu", ["t"], ["y"], name="relu")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], [numpy_helper.from_array(k, "k")],
+        value_info=[helper.make_tensor_value_info("k", TensorProto.FLOAT, [3])] if value_info else [])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
+
+
+@pytest.mark.parametrize("value_info", [False, True])
+def test_a_kept_node_keeps_its_weights_in_fp32(value_info):
+    # Weights past the fp16 range and below its smallest value, read only by a kept node: stored and used as
+    # fp32. With value_info the converter used to store them as fp16 behind a Cast back to fp32.
+    k = np.array([2e5, 3.0, 1e-8], np.float32)
+    half = convert_to_fp16(weighted(k, value_info=value_info), fp32_nodes=["mul", "relu"])
+    dtype, values = stored(half, "k")
+    assert dtype == "FLOAT" and values.tolist() == k.tolist()
+    x = np.array([[1e-3, 1e-3, 1e-3], [2.0, -1.0, 4.0]], np.float32)
+    np.testing.assert_allclose(run(half, x), np.maximum(x * k, 0), rtol=1e-6)
+
+
+def test_fp16_weights_are_rounded_to_the_nearest_fp16_saturating_at_its_max():
+    # The converter's default clamps every |weight| above 1e4 to 1e4; fp16 itself holds up to 65504.
+    k = np.array([2e4, 6e4, 1e6], np.float32)
+    dtype, values = stored(convert_to_fp16(weighted(k, value_info=True)), "k")
+    assert dtype == "FLOAT16"
+    assert values.tolist() == [np.float16(2e4), np.float16(6e4), 65504.0]
+    # Nonzero weights below the smallest fp16 stay nonzero (an epsilon must not become zero).
+    tiny = np.array([1e-9, -1e-9, 0.0], np.float32)
+    assert stored(convert_to_fp16(weighted(tiny, value_info=False)), "k")[1].tolist() == [2 ** -24, -2 ** -24, 0.0]
+
+
+def test_a_kept_node_that_makes_a_graph_output_is_not_rounded_through_fp16():
+    # y = x * x with x = 300: 90000 is past fp16, so a round trip through fp16 would make it Inf.
+    model = graph([helper.make_node("Mul", ["x", "x"], ["y"], name="square")])
+    x = np.array([[300.0, 1e-4, 2.0]], np.float32)
+    half = convert_to_fp16(model, fp32_nodes=["square"])
+    np.testing.assert_array_equal(run(half, x), x * x)
+    assert not [n for n in half.graph.node if n.op_type == "Cast"]  # no Cast left on the way out
+
+
+def test_kept_nodes_in_a_row_pass_fp32_between_them():
+    # t = x * x overflows fp16 and is read by another kept node and by an fp16 node (Sign, which Inf does
+    # not change): the kept reader must get fp32 t, not t rounded through fp16 (Inf).
+    model = graph([
+        helper.make_node("Mul", ["x", "x"], ["t"], name="square"),
+        helper.make_node("Div", ["t", "x"], ["u"], name="back"),       # kept: t / x = x
+        helper.make_node("Sign", ["t"], ["s"], name="sign"),           # fp16: 1
+        helper.make_node("Sub", ["u", "x"], ["d"], name="diff"),       # fp16: 0
+        helper.make_node("Mul", ["d", "s"], ["y"], name="y"),          # fp16: 0
+    ])
+    x = np.array([[300.0, 500.0, -250.0]], np.float32)
+    out = run(convert_to_fp16(model, fp32_nodes=["square", "back"]), x)
+    np.testing.assert_array_equal(out, np.zeros_like(x))
