@@ -5,7 +5,7 @@ Exit codes (documented in the README):
     1  a verdict: a check (parity, validation) failed
     2  unusable input or usage: missing or corrupt file, unknown name, bad flag or config
     3  a missing optional dependency or hardware (TensorRT, a GPU, the serve extra)
-  130  interrupted (Ctrl-C); nothing half-written is left behind
+  130  interrupted (Ctrl-C, or SIGTERM during an export); nothing half-written is left behind
 """
 
 from __future__ import annotations
@@ -66,6 +66,9 @@ def require(module: str, *, extra: str | None = None, purpose: str = ""):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            # Ctrl-C or SIGTERM while an extension module initialised: an interruption, not a missing package.
+            raise KeyboardInterrupt from None
         pkg = f"deploykit[{extra}]" if extra else module
         why = f" for {purpose}" if purpose else ""
         raise MissingDependency(

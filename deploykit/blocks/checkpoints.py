@@ -43,6 +43,9 @@ def read_state_dict(source) -> tuple[dict, LoadReport]:
                 f"cannot read checkpoint '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
                 hint="pass a PyTorch state dict saved with torch.save; pickled code is refused (weights_only=True)",
             ) from None
+    if not isinstance(source, Mapping):  # e.g. a saved list or a bare tensor
+        raise UserInputError(f"checkpoint '{report.source}' holds a {type(source).__name__}, not a state dict",
+                             hint="save the model's weights with torch.save(model.state_dict(), path)")
     state = dict(source)
     for key in NESTED_KEYS:
         if key in state and isinstance(state[key], Mapping):

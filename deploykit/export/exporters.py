@@ -52,8 +52,11 @@ def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: st
 
     import torch
 
-    # torch.onnx logs a warning per missing torchvision op at first use; it is noise for deploykit's users.
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    # torch.onnx logs a warning per missing torchvision op at first use, and one when an opset below 18 is
+    # asked of the dynamo exporter (the attempt record says what came of it); torch's handlers write them to
+    # the real stderr, past the capture below, where they would break `--json` users' logs.
+    for name in ("torch.onnx._internal.exporter._registration", "torch.onnx._internal.exporter._compat"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     path = Path(path)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf), warnings.catch_warnings():
@@ -113,7 +116,11 @@ def export_with_fallback(module, example_inputs: tuple, path: str | Path, *, str
         start = time.perf_counter()
         try:
             log = export_onnx(module, example_inputs, path, exporter=exporter, **kwargs)
-            onnx.load(str(path), load_external_data=False)
+            written = graph_opset(onnx.load(str(path), load_external_data=False))
+            wanted = kwargs.get("opset", 18)
+            if written != wanted:
+                # The dynamo exporter starts from opset 18 and its down-conversion may silently not happen.
+                raise ValueError(f"{exporter} wrote opset {written}, not the requested {wanted}")
         except Exception as exc:  # noqa: BLE001 - every exporter failure is recorded, then the next is tried
             outcome.attempts.append(ExportAttempt(exporter, False, time.perf_counter() - start,
                                                   error=_one_line(exc), log=traceback.format_exc(limit=8)))
@@ -123,6 +130,11 @@ def export_with_fallback(module, example_inputs: tuple, path: str | Path, *, str
         outcome.path, outcome.exporter = Path(path), exporter
         break
     return outcome
+
+
+def graph_opset(model) -> int | None:
+    """The default-domain (ai.onnx) opset a graph declares."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -7,10 +7,13 @@ were compared with PyTorch at every verification shape and passed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +30,11 @@ from deploykit.repository import (
 )
 
 REPORT_NAME = "export_report.md"
+# A failed run reports beside the models without replacing the report of the models that are in place.
+FAILED_REPORT_NAME = "export_report.failed.md"
+# Verification holds the input, PyTorch's and ONNX Runtime's outputs and their intermediates at the largest
+# shape at once: an input over this share of the machine's memory cannot be verified.
+MAX_INPUT_SHARE_OF_MEMORY = 1 / 8
 # Simplified vs unsimplified graphs run the same kernels on the same inputs: they must agree far more
 # tightly than either agrees with PyTorch.
 SIMPLIFY_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-5)
@@ -145,7 +153,13 @@ def _check_output_dir(out_dir: Path) -> None:
 
 
 def _target_version(model_dir: Path, force: bool, new_version: bool) -> int:
-    versions = version_dirs(model_dir)
+    if model_dir.exists() and not model_dir.is_dir():
+        raise UserInputError(f"'{model_dir}' is a file, where the model '{model_dir.name}' directory would go",
+                             hint="move it away or pass another --out")
+    # A stray file named like a version counts as an existing version: it is replaced only with --force.
+    stray = sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and int(p.name) > 0
+                   and not p.is_dir()) if model_dir.is_dir() else []
+    versions = sorted(set(version_dirs(model_dir)) | set(stray))
     if not versions:
         return 1
     if new_version:
@@ -158,20 +172,82 @@ def _target_version(model_dir: Path, force: bool, new_version: bool) -> int:
     )
 
 
-def _install_version_dir(staging: Path, target: Path) -> None:
-    """Move a fully written staging directory into place; an old version survives until the new one is in."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
-        os.replace(target, old)
+@dataclass
+class _Staged:
+    """One model entry written in full beside its final place, waiting to be installed."""
+
+    artifact: Artifact
+    staging: Path          # the version directory's content (model.onnx, manifest)
+    pbtxt: Path            # the new config.pbtxt, inside `staging` until installed
+
+
+def _install(staged: list[_Staged]) -> None:
+    """Put every staged entry in place, or none: renames only, undone in reverse if one fails.
+
+    An existing version (directory, or a stray file of that name) and config.pbtxt are moved aside first and
+    deleted once every entry is in; the whole step runs with Ctrl-C and SIGTERM held back, so the models and
+    configs of one export are never left half old, half new.
+    """
+    undo: list[tuple[Path, Path | None]] = []   # (installed path, what it replaced, moved aside)
+    with _signals_deferred():
+        try:
+            for entry in staged:
+                for new, target in ((entry.staging / "config.pbtxt", entry.artifact.config_pbtxt),
+                                    (entry.staging, entry.artifact.onnx.parent)):
+                    aside = None
+                    if target.exists():
+                        aside = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
+                        os.replace(target, aside)
+                    undo.append((target, aside))
+                    os.replace(new, target)
+        except BaseException:
+            for target, aside in reversed(undo):
+                if target.is_dir():
+                    shutil.rmtree(target, ignore_errors=True)
+                else:
+                    target.unlink(missing_ok=True)
+                if aside is not None:
+                    os.replace(aside, target)
+            raise
+        for _, aside in undo:
+            if aside is not None and aside.is_dir():
+                shutil.rmtree(aside, ignore_errors=True)
+            elif aside is not None:
+                aside.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold Ctrl-C and SIGTERM until the block is done, then act on them (only the main thread gets signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, _f: caught.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        os.replace(staging, target)
-    except BaseException:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (kill, docker stop, a CI timeout) cleans up like Ctrl-C instead of dying mid-write."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_sig, _frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_export(config: ExportConfig, out_dir: str | Path = "models", *, force: bool = False,
@@ -188,21 +264,39 @@ def run_export(config: ExportConfig, out_dir: str | Path = "models", *, force: b
     versions = {p: _target_version(out_dir / m, force, new_version) for p, m in model_names.items()}
 
     status = ExportStatus(config)
-    work = Path(tempfile.mkdtemp(prefix=".deploykit-export-", dir=out_dir))
-    try:
-        _run_stages(status, config, work, out_dir, model_names, versions, progress)
-    except CheckFailed as exc:
-        status.error = exc.one_line()
-    except UserInputError as exc:
-        status.error = exc.one_line()
-        raise  # unusable input: exit 2 once the report is written
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    report = True   # not for unusable input or an interruption: the error line says it all, and nothing ran
+    with _sigterm_interrupts():
+        work = Path(tempfile.mkdtemp(prefix=".deploykit-export-", dir=out_dir))
         try:
-            status.report_path = _write_report(status, out_dir / name / REPORT_NAME)
-        except OSError as exc:  # the report must never hide the export's own outcome
-            progress.info(f"warning: could not write the export report: {exc}")
+            _run_stages(status, config, work, out_dir, model_names, versions, progress)
+        except CheckFailed as exc:
+            status.error = exc.one_line()
+        except OSError as exc:   # a full disk or a permission change mid-export; nothing was installed
+            report = False
+            raise UserInputError(f"file system error during the export: {exc}",
+                                 hint=f"check the free space and permissions of '{out_dir}'") from None
+        except MemoryError:
+            report = False
+            raise UserInputError("ran out of memory while exporting and verifying",
+                                 hint="lower the largest batch with --batch or the input size with --size") from None
+        except BaseException:
+            report = False
+            raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            if report:
+                _report(status, out_dir / name, progress)
     return status
+
+
+def _report(status: ExportStatus, model_dir: Path, progress) -> None:
+    """The passing report replaces the last one (and any failed one); a failed run writes its own file."""
+    try:
+        status.report_path = _write_report(status, model_dir / (REPORT_NAME if status.passed else FAILED_REPORT_NAME))
+        if status.passed:
+            (model_dir / FAILED_REPORT_NAME).unlink(missing_ok=True)
+    except OSError as exc:  # the report must never hide the export's own outcome
+        progress.info(f"warning: could not write the export report: {exc}")
 
 
 def _run_stages(status, config, work, out_dir, model_names, versions, progress):
@@ -243,12 +337,13 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
         dyn[2] = ("height", inp.height.lo, inp.height.hi)
     if inp.width.dynamic:
         dyn[3] = ("width", inp.width.lo, inp.width.hi)
+    shapes = verification_shapes(config, mods.channels)
+    _check_memory(shapes)
     # torch.export specialises dims of size 0/1, so the example batch is at least 2 when the batch is dynamic.
     example_batch = max(inp.batch.opt, 2) if 0 in dyn else inp.batch.opt
     example = torch.from_numpy(make_input((example_batch, mods.channels, inp.height.opt, inp.width.opt), config.seed))
     raw_path = work / "raw.onnx"
     with progress.stage("export to ONNX") as ps:
-        shapes = verification_shapes(config, mods.channels)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploykit-verification-data") as pool:
             pending = pool.submit(_verification_data, mods.reference, shapes, config)
             preload_exporter(config.exporters[0])
@@ -323,6 +418,11 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
                     status.simplified = True
                     st.status = "ok"
                     st.detail = f"{result.nodes_before} -> {result.nodes_after} nodes, verified"
+                elif sim_vs_raw:
+                    # Same outputs as the exported graph: the export itself is what differs from PyTorch.
+                    st.status = "ok"
+                    st.detail = (f"{result.nodes_before} -> {result.nodes_after} nodes, same outputs as the exported "
+                                 "graph (which differs from PyTorch)")
                 else:
                     st.status = "fallback"
                     st.detail = (f"onnxsim changed the outputs (max abs vs unsimplified {sim_vs_raw.max_abs:.2e}, "
@@ -332,11 +432,11 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
     status.parity["fp32"] = chosen_parity
     if not chosen_parity:
         worst = next(s for s in chosen_parity.shapes if not s.comparison)
-        raise CheckFailed(
-            f"ONNX Runtime outputs differ from PyTorch at shape {list(worst.shape)}: max abs "
-            f"{worst.comparison.max_abs:.3g}, over atol {tol32.atol:g} with rtol {tol32.rtol:g}",
-            hint="nothing was written; see the export report",
-        )
+        reasons = [o.reason for o in worst.comparison.outputs if o.reason]
+        how = (reasons[0] if reasons else f"max abs {worst.comparison.max_abs:.3g}, over atol {tol32.atol:g} with "
+               f"rtol {tol32.rtol:g}")
+        raise CheckFailed(f"ONNX Runtime outputs differ from PyTorch at input shape {list(worst.shape)}: {how}",
+                          hint="nothing was written; see the export report")
 
     # 5. fp16 graph, verified against fp32 PyTorch with the fp16 tolerance
     graphs = {"fp32": chosen}
@@ -366,11 +466,17 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
     # 6. artifacts: only verified graphs
     st, t0 = status.stage("write"), time.perf_counter()
     with progress.stage(f"write model repository entries to {out_dir}") as ps:
-        for precision, graph in graphs.items():
-            if precision not in config.precisions:
-                continue
-            status.artifacts.append(_write_model(graph, precision, model_names[precision], versions[precision],
-                                                 out_dir, config, mods, status, timings))
+        staged: list[_Staged] = []
+        try:
+            for precision, graph in graphs.items():
+                if precision in config.precisions:
+                    staged.append(_stage_model(graph, precision, model_names[precision], versions[precision],
+                                               out_dir, config, mods, status, timings))
+            _install(staged)
+        finally:
+            for entry in staged:
+                shutil.rmtree(entry.staging, ignore_errors=True)
+        status.artifacts.extend(entry.artifact for entry in staged)
         ps.detail = ", ".join(f"{a.model_name}/{a.version}" for a in status.artifacts)
     st.status, st.detail = "ok", ps.detail
     timed(st, t0)
@@ -379,6 +485,23 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
         raise CheckFailed(f"{', '.join(failed)} graph failed parity with PyTorch "
                           f"(max abs {status.parity[failed[0]].max_abs:.3g}); it was not written",
                           hint="loosen its tolerance in the config only if the error is acceptable")
+
+
+def _check_memory(shapes) -> None:
+    """Refuse, before any work, verification shapes whose input alone would crowd out the machine's memory."""
+    import math
+
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: the MemoryError handler still applies
+        return
+    largest = max(shapes, key=math.prod)
+    need = math.prod(largest) * 4
+    if need > memory * MAX_INPUT_SHARE_OF_MEMORY:
+        raise UserInputError(
+            f"verifying at {'x'.join(map(str, largest))} needs {need / 2**30:.1f} GiB for the fp32 input alone, "
+            f"and the outputs and intermediates several times that; this machine has {memory / 2**30:.1f} GiB",
+            hint="lower the largest batch with --batch or the input size with --size")
 
 
 def _verification_data(reference, shapes, config) -> tuple[dict, dict]:
@@ -423,9 +546,11 @@ def _same_computation(a, b) -> bool:
             and io(ga.input) == io(gb.input) and io(ga.output) == io(gb.output))
 
 
-def _write_model(graph, precision, model_name, version, out_dir, config, mods, status, timings) -> Artifact:
+def _stage_model(graph, precision, model_name, version, out_dir, config, mods, status, timings) -> _Staged:
+    """Write one model entry (model.onnx, manifest, config.pbtxt) into a staging directory beside its place."""
     import onnx
 
+    from deploykit.export.exporters import graph_opset
     from deploykit.onnx_utils.graph import count_shape_nodes
 
     graph = onnx.ModelProto.FromString(graph.SerializeToString())
@@ -458,7 +583,7 @@ def _write_model(graph, precision, model_name, version, out_dir, config, mods, s
             "config": config.model_dump(mode="json"),
             "config_sha256": config.sha256(),
             "seed": config.seed,
-            "onnx": {"file": "model.onnx", "sha256": sha256_file(onnx_path), "opset": config.opset,
+            "onnx": {"file": "model.onnx", "sha256": sha256_file(onnx_path), "opset": graph_opset(graph),
                      "ir_version": graph.ir_version, "exporter": status.exporter, "simplified": status.simplified,
                      "nodes": len(graph.graph.node), "shape_computation_nodes": count_shape_nodes(graph)},
             "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.dims)} for t in inputs],
@@ -474,14 +599,15 @@ def _write_model(graph, precision, model_name, version, out_dir, config, mods, s
             "versions": _library_versions(),
         }
         atomic_write_json(staging / MANIFEST_NAME, manifest)
-        target = model_dir / str(version)
-        _install_version_dir(staging, target)
-    finally:
+        max_batch = b.max if b.min != b.max else 0
+        pbtxt = atomic_write_text(staging / "config.pbtxt",
+                                  config_pbtxt(model_name, "onnxruntime_onnx", inputs, outputs, max_batch))
+    except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
-    max_batch = b.max if b.min != b.max else 0
-    pbtxt = config_pbtxt(model_name, "onnxruntime_onnx", inputs, outputs, max_batch)
-    pbtxt_path = atomic_write_text(model_dir / "config.pbtxt", pbtxt)
-    return Artifact(precision, model_name, target / "model.onnx", target / MANIFEST_NAME, pbtxt_path, version)
+        raise
+    target = model_dir / str(version)
+    return _Staged(Artifact(precision, model_name, target / "model.onnx", target / MANIFEST_NAME,
+                            model_dir / "config.pbtxt", version), staging, pbtxt)
 
 
 def _write_report(status: ExportStatus, path: Path) -> Path:

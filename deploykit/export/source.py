@@ -52,8 +52,10 @@ def build_modules(config) -> SourceModules:
     spec = blocks.spec(src.block)
     try:
         reference = blocks.create(src.block, "reference", **src.args)
-    except (ValueError, AssertionError) as exc:
-        raise UserInputError(f"block '{src.block}' cannot be built with args {src.args}: {exc}",
+    except UserInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of the authors' constructor means args it cannot take
+        raise UserInputError(f"block '{src.block}' cannot be built with args {src.args}: {type(exc).__name__}: {exc}",
                              hint="fix source.args in the export config") from None
     exported, weights = weights_and_twin(reference, lambda: blocks.create(src.block, "safe", **src.args), config)
     channels = spec.input_shape(**src.args)[0]

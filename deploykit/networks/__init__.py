@@ -28,7 +28,7 @@ def create(name: str, variant: str = "reference", **overrides):
 
     net = spec(name)
     return build(net, "network", variant, lambda _: net.builder, net.defaults, overrides,
-                 errors=(TypeError, ValueError), hint="fix source.args in the export config", variant=variant)
+                 errors=(Exception,), hint="fix source.args in the export config", variant=variant)
 
 
 def count_parameters(model) -> int:

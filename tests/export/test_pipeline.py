@@ -213,7 +213,100 @@ def test_parity_failure_writes_nothing(cli, tmp_path, monkeypatch):
     monkeypatch.setattr(verify, "torch_outputs", lambda m, x, names: {k: v + 1.0 for k, v in real(m, x, names).items()})
     result = cli("export", "--block", "se", "--out", str(tmp_path), "--json", *SMALL)
     assert result.exit_code == 1 and result.json()["passed"] is False
-    assert not list(tmp_path.rglob("model.onnx")) and (tmp_path / "se" / "export_report.md").is_file()
+    assert not list(tmp_path.rglob("model.onnx")) and (tmp_path / "se" / "export_report.failed.md").is_file()
+    assert "FAILED" in (tmp_path / "se" / "export_report.failed.md").read_text()
+
+
+def test_a_failed_run_leaves_the_good_models_report_alone(cli, tmp_path, monkeypatch):
+    args = ("export", "--block", "se", "--out", str(tmp_path), *SMALL, "--precision", "fp32")
+    assert cli(*args).exit_code == 0
+    report = tmp_path / "se" / "export_report.md"
+    good_report, good_model = report.read_text(), (tmp_path / "se" / "1" / "model.onnx").read_bytes()
+    # Unusable input: nothing at all is written.
+    chan = write(tmp_path, GOOD.replace("input: {channels: 32", "input: {channels: 48"))
+    assert cli("export", "--config", str(chan), "--out", str(tmp_path), "--force").exit_code == 2
+    assert sorted(p.name for p in (tmp_path / "se").iterdir()) == ["1", "config.pbtxt", "export_report.md"]
+    # A failed export reports in its own file; the models in place keep theirs.
+    from deploykit.export import verify
+
+    real = verify.torch_outputs
+    monkeypatch.setattr(verify, "torch_outputs", lambda m, x, names: {k: v + 1.0 for k, v in real(m, x, names).items()})
+    assert cli(*args, "--force").exit_code == 1
+    assert report.read_text() == good_report and (tmp_path / "se" / "1" / "model.onnx").read_bytes() == good_model
+    assert "FAILED" in (tmp_path / "se" / "export_report.failed.md").read_text()
+    # The next passing run removes the stale failure report.
+    monkeypatch.setattr(verify, "torch_outputs", real)
+    assert cli(*args, "--force").exit_code == 0
+    assert not (tmp_path / "se" / "export_report.failed.md").exists()
+
+
+def test_a_failed_rename_while_installing_restores_every_model(cli, tmp_path, monkeypatch):
+    """fp32 and fp16 models and their config.pbtxt are installed together or not at all."""
+    args = ("export", "--block", "se", "--out", str(tmp_path), *SMALL)
+    assert cli(*args).exit_code == 0
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 6:   # fp16's version directory: fp32's model and config are already in place
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(pipeline.os, "replace", replace)
+    result = cli(*args, "--force", "--batch", "2:2:2")
+    assert result.exit_code == 2 and "No space left on device" in result.stderr
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # every file as it was, and nothing added (no .old-*, .staging-*, reports)
+
+
+def test_a_file_where_a_model_or_version_goes(cli, tmp_path):
+    (tmp_path / "se").write_text("not a directory")
+    result = cli("export", "--block", "se", "--out", str(tmp_path), *SMALL)
+    assert result.exit_code == 2 and "is a file" in result.stderr and len(result.stderr.splitlines()) == 1
+    (tmp_path / "se").unlink()
+    (tmp_path / "se").mkdir()
+    (tmp_path / "se" / "1").write_text("a stray file named like version 1")
+    result = cli("export", "--block", "se", "--out", str(tmp_path), *SMALL, "--precision", "fp32")
+    assert result.exit_code == 2 and "already exists" in result.stderr
+    assert (tmp_path / "se" / "1").read_text() == "a stray file named like version 1"
+
+
+@pytest.mark.parametrize("args_text,words", [
+    ("{channels: 32, reduction: 0}", ["ZeroDivisionError", "source.args"]),
+])
+def test_constructor_failures_are_config_errors(cli, tmp_path, args_text, words):
+    path = write(tmp_path, GOOD.replace("args: {channels: 32}", f"args: {args_text}"))
+    result = cli("export", "--config", str(path), "--out", str(tmp_path / "m"))
+    error = result.stderr.strip().splitlines()[-1]   # after the progress lines of the stages that ran
+    assert result.exit_code == 2 and "Traceback" not in result.stderr and error.startswith("error: ")
+    assert all(w in error for w in words), result.stderr
+
+
+def test_a_checkpoint_that_is_not_a_state_dict(cli, tmp_path):
+    import torch
+
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    result = cli("export", "--block", "se", "--weights", str(tmp_path / "list.pth"), "--out", str(tmp_path), *SMALL)
+    assert result.exit_code == 2 and "holds a list, not a state dict" in result.stderr
+
+
+def test_shapes_too_large_for_memory_are_refused_before_any_work(cli, tmp_path):
+    result = cli("export", "--block", "se", "--size", "8192x8192", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "GiB for the fp32 input alone" in result.stderr and "--batch" in result.stderr
+    assert not (tmp_path / "se").exists()
+
+
+def test_an_opset_the_dynamo_exporter_cannot_write_falls_back(cli, tmp_path):
+    result = cli("export", "--block", "se", "--opset", "13", "--out", str(tmp_path), *SMALL, "--precision", "fp32",
+                 "--json")
+    out = result.json()
+    assert result.exit_code == 0 and out["exporter"] == "torchscript"
+    assert "wrote opset 18, not the requested 13" in out["attempts"][0]["error"]
+    model = onnx.load(str(tmp_path / "se" / "1" / "model.onnx"))
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    manifest = json.loads((tmp_path / "se" / "1" / "deploykit.json").read_text())
+    assert opset == 13 and manifest["onnx"]["opset"] == 13
 
 
 def test_interrupt_while_writing_keeps_the_old_model(cli, tmp_path, monkeypatch):
@@ -230,6 +323,52 @@ def test_interrupt_while_writing_keeps_the_old_model(cli, tmp_path, monkeypatch)
     assert result.exit_code == 130 and "interrupted" in result.stderr
     assert (tmp_path / "se" / "1" / "model.onnx").read_bytes() == good
     assert not list(tmp_path.rglob(".staging-*")) and not list(tmp_path.glob(".deploykit-export-*"))
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    base = [sys.executable, "-m", "deploykit", "export", "--block", "se", "--out", str(tmp_path), *SMALL,
+            "--precision", "fp32"]
+    subprocess.run(base, check=True, capture_output=True, timeout=300)
+    good = (tmp_path / "se" / "1" / "model.onnx").read_bytes()
+    proc = subprocess.Popen(base + ["--force", "--batch", "2:2:2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".deploykit-export-*/raw.onnx")) and time.monotonic() < deadline:
+        time.sleep(0.02)   # the export is under way once its raw graph is written
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err.decode()
+    lines = err.decode().strip().splitlines()   # progress lines of the stages that ran, then the error
+    assert lines[-1] == "error: interrupted; nothing half-written was kept" and "Traceback" not in err.decode()
+    assert (tmp_path / "se" / "1" / "model.onnx").read_bytes() == good
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
+        ["se", "1", "model.onnx", "deploykit.json", "config.pbtxt", "export_report.md"])
+
+
+def test_ctrl_c_while_installing_never_mixes_old_and_new_models(tmp_path):
+    """Ctrl-C the moment the new fp32 version directory is in place: fp32, fp16 and both config.pbtxt are
+    then either all old or all new (Ctrl-C waits for the renames), and nothing is left aside."""
+    base = [sys.executable, "-m", "deploykit", "export", "--block", "se", "--out", str(tmp_path), *SMALL]
+    subprocess.run(base, check=True, capture_output=True, timeout=300)
+    inode = (tmp_path / "se" / "1").stat().st_ino
+    proc = subprocess.Popen(base + ["--force", "--batch", "2:2:2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while proc.poll() is None:
+        try:
+            if (tmp_path / "se" / "1").stat().st_ino != inode:
+                proc.send_signal(signal.SIGINT)
+                break
+        except FileNotFoundError:
+            pass
+    proc.communicate(timeout=120)
+    batches = set()
+    for name in ("se", "se_fp16"):
+        manifest = json.loads((tmp_path / name / "1" / "deploykit.json").read_text())
+        batch = manifest["config"]["input"]["batch"]
+        config_max = 0 if batch["min"] == batch["max"] else batch["max"]
+        assert f"max_batch_size: {config_max}\n" in (tmp_path / name / "config.pbtxt").read_text()
+        assert manifest["onnx"]["sha256"] == sha256_file(tmp_path / name / "1" / "model.onnx")
+        batches.add(json.dumps(batch))
+    assert len(batches) == 1, batches
+    assert not [p for p in tmp_path.rglob(".*")]
 
 
 def test_kill_during_export_never_leaves_a_half_written_model(tmp_path):
