@@ -166,7 +166,7 @@ def validate(path: str | Path, *, block: str | None = None, seed: int = 0,
 # ------------------------------------------------------------------------------------------------ steps
 def _numerics(report, path, model, info, inputs, manifest, config, profiles, opts, trt_module) -> None:
     from deploykit.validate import numerics
-    from deploykit.validate.inputs import check_memory, load_npz, make_feeds, plan_shapes
+    from deploykit.validate.inputs import check_memory, load_npz, make_feeds, plan_shapes, unique_names
 
     runner, session_check = numerics.open_session(path)
     report.checks.append(session_check)
@@ -175,6 +175,7 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
     with runner:
         output_names = runner.output_names
         if opts.inputs:
+            # Every file is its own run, named after the file: two files of one shape are both compared.
             feeds = [load_npz(p, inputs, profiles) for p in opts.inputs]
             source = "--inputs"
         else:
@@ -191,7 +192,9 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
             check_memory(inputs, plan, opts.max_input_mb)
             feeds = make_feeds(inputs, plan, opts.seed)
             source = plan.source
+        feeds = unique_names(feeds)
         report.summary["shapes_run"] = [f.label for f in feeds]
+        report.summary["runs"] = [f.name for f in feeds]
         report.summary["shape_source"] = source
 
         # Tolerances: the export config's for the graph's precision, then the flags.
@@ -222,7 +225,8 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
         src = config.source
         report.summary["reference"] = (f"PyTorch {src.block or src.network} ({src.variant} export, reference "
                                        f"semantics), weights: {src.weights or f'seeded (seed {config.seed})'}")
-        expected = numerics.reference_outputs(config, feeds, output_names)
+        expected, outputs_check = numerics.reference_outputs(config, feeds, output_names)
+        report.checks.append(outputs_check)
         report.extend(numerics.comparison_checks("parity", "PyTorch reference", expected, actual, tols))
 
     if trt_module is not None:

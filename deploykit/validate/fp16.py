@@ -167,7 +167,7 @@ def readiness(model_path, info, feed) -> Check:
 
     found, checked = scan(model_path, info, feed)
     if not found:
-        return Check("fp16_range", True, f"{checked} float tensors at {feed.label} all fit fp16 (|x| <= 65504, "
+        return Check("fp16_range", True, f"{checked} float tensors at {feed.name} all fit fp16 (|x| <= 65504, "
                                          "mostly above 6.1e-5)", severity="warning", category=CATEGORY,
                      data={"checked": checked, "shape": feed.label, "tensors": [], "keep_nodes": []})
     nodes = keep_list(found)
@@ -181,7 +181,7 @@ def readiness(model_path, info, feed) -> Check:
         origin = "weight" if t.producer_op == "initializer" else f"from {t.producer_op} '{t.producer}'"
         parts.append(f"'{t.tensor}' {origin} ({t.kind}: {why})")
     more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-    detail = (f"{len(found)} of {checked} float tensors at {feed.label} leave the fp16 range: "
+    detail = (f"{len(found)} of {checked} float tensors at {feed.name} leave the fp16 range: "
               + "; ".join(parts) + more + f"; keep in fp32: {', '.join(nodes[:8])}"
               + (" ..." if len(nodes) > 8 else ""))
     covered = [n for n in nodes if n not in uncovered]

@@ -4,8 +4,9 @@ Shapes come from, first match wins: --profile flags, the reference config (manif
 verification_shapes, i.e. batch min/opt/max and spatial min/max/odd when dynamic), optimization profiles
 (the sidecar's: each profile's min, opt and max, plus an odd size inside the ranges), the graph's static dims, or,
 when only dim 0 is symbolic, batch 1 and 2. Any other symbolic dim without a range is unusable input (exit 2),
-as are inputs that would need more than --max-input-mb, and `.npz` files that miss an input or carry the
-wrong shape, dtype or non-finite values.
+as are inputs that would need more than --max-input-mb, and `.npz` files that miss an input, carry the wrong
+shape, dtype or non-finite values, or fit no optimization profile (one profile must hold all of a file's inputs).
+Each `.npz` is its own run, named after the file, so files of one shape never stand in for each other.
 """
 
 from __future__ import annotations
@@ -58,14 +59,21 @@ class Feed:
     """One set of input arrays.
 
     Attributes:
-        label: "2x64x14x14" for a single input, "a=1x3,b=1x5" for several.
+        label: its shapes: "2x64x14x14" for a single input, "a=1x3,b=1x5" for several.
         arrays: input name -> array.
         source: where the shapes came from ("config", "profile", "static", "batch 1 and 2", or the .npz path).
+        name: what the run is called in check names and results, unique among the feeds of one validation:
+            the label for generated inputs, "FILE.npz LABEL" for an --inputs file (two files may share a shape).
     """
 
     label: str
     arrays: dict[str, np.ndarray]
     source: str = ""
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = self.label
 
     @property
     def shapes(self) -> dict[str, tuple]:
@@ -99,6 +107,18 @@ def graph_inputs(model) -> list[InputInfo]:
         raise UserInputError("the model has no inputs: there is nothing to feed it, so it cannot be validated",
                              hint="export the model with its inputs as graph inputs, not as constants")
     return out
+
+
+def unique_names(feeds: list[Feed]) -> list[Feed]:
+    """Make every feed's name unique ("a.npz 2x3", "a.npz 2x3 #2" when one file is passed twice), so no result
+    keyed by it overwrites another."""
+    seen: dict[str, int] = {}
+    for feed in feeds:
+        count = seen.get(feed.name, 0) + 1
+        seen[feed.name] = count
+        if count > 1:
+            feed.name = f"{feed.name} #{count}"
+    return feeds
 
 
 def label_for(shapes: dict[str, tuple]) -> str:
@@ -265,14 +285,13 @@ def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None) -> Feed:
     names = [t.name for t in inputs]
     missing = [n for n in names if n not in arrays]
     if missing:
-        raise UserInputError(f"--inputs file '{path}' has no array for input(s) {', '.join(map(repr, missing))} "
+        raise UserInputError(f"--inputs file '{path}' has no array for input(s) {', '.join(map(repr, missing))}"
                              f"; it has {', '.join(map(repr, arrays)) or 'no arrays'}",
                              hint=f"name the arrays after the graph inputs: {', '.join(names)}")
     unknown = [k for k in arrays if k not in names]
     if unknown:
         raise UserInputError(f"--inputs file '{path}' has array(s) {', '.join(map(repr, unknown))} that are not "
                              f"graph inputs", hint=f"graph inputs: {', '.join(names)}")
-    profile_ranges = profiles[0] if profiles else {}
     for t in inputs:
         arr = arrays[t.name]
         want = t.dtype
@@ -287,10 +306,6 @@ def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None) -> Feed:
                 if isinstance(fixed, int) and size != fixed:
                     raise UserInputError(f"--inputs file '{path}': input '{t.name}' has shape {tuple(arr.shape)}, "
                                          f"but the model fixes dim {axis} at {fixed} ({t.describe()})")
-        rng = profile_ranges.get(t.name)
-        if rng is not None and not rng.contains(arr.shape):
-            raise UserInputError(f"--inputs file '{path}': input '{t.name}' has shape {tuple(arr.shape)}, outside "
-                                 f"the optimization profile {rng}", hint="use a shape inside the profile's range")
         if arr.dtype.kind in "fc":
             nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
             if nan or inf:
@@ -298,4 +313,31 @@ def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None) -> Feed:
                                      "value(s); validation compares outputs and needs finite inputs",
                                      hint="replace the non-finite values (numpy.nan_to_num) or pick another sample")
     ordered = {n: arrays[n] for n in names}
-    return Feed(label_for({k: v.shape for k, v in ordered.items()}), ordered, str(path))
+    _check_profiles(path, ordered, profiles)
+    label = label_for({k: v.shape for k, v in ordered.items()})
+    return Feed(label, ordered, str(path), name=f"{path} {label}")
+
+
+def _check_profiles(path: Path, arrays: dict[str, np.ndarray], profiles) -> None:
+    """An input set fits when one profile holds every input's shape (a TensorRT engine runs each call in a
+    single profile); any profile will do.
+
+    Raises:
+        UserInputError: no profile holds the set, listing every profile.
+    """
+    if not profiles:
+        return
+
+    def fits(profile) -> bool:
+        return all(profile[n].contains(a.shape) for n, a in arrays.items() if n in profile)
+
+    if any(fits(p) for p in profiles):
+        return
+    shapes = ", ".join(f"'{n}' {'x'.join(map(str, a.shape))}" for n, a in arrays.items())
+    if len(profiles) == 1:
+        listed = "the optimization profile " + ", ".join(f"{n} {r}" for n, r in profiles[0].items())
+    else:
+        listed = f"each of the {len(profiles)} optimization profiles: " + "; ".join(
+            f"#{i} " + ", ".join(f"{n} {r}" for n, r in p.items()) for i, p in enumerate(profiles, 1))
+    raise UserInputError(f"--inputs file '{path}': input shapes {shapes} are outside {listed}",
+                         hint="use shapes within one profile's MIN..MAX, or add a --profile that covers them")

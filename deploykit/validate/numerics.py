@@ -75,18 +75,18 @@ def non_finite(outputs: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:
 
 
 def run_ort(runner, feeds) -> tuple[dict[str, dict[str, np.ndarray]] | None, Check]:
-    """Run every feed; the check fails on an error or on NaN/Inf in any output."""
+    """Run every feed; outputs by feed name. The check fails on an error or on NaN/Inf in any output."""
     results, bad = {}, {}
     for feed in feeds:
         try:
-            results[feed.label] = runner.infer(feed.arrays)
+            results[feed.name] = runner.infer(feed.arrays)
         except Exception as exc:  # noqa: BLE001
-            return None, Check("onnxruntime_run", False, f"at {feed.label}: {_first_line(exc)}", category=CATEGORY,
+            return None, Check("onnxruntime_run", False, f"at {feed.name}: {_first_line(exc)}", category=CATEGORY,
                                fix="the graph fails at run time for these shapes; check its dynamic dims")
-        found = non_finite(results[feed.label])
+        found = non_finite(results[feed.name])
         if found:
-            bad[feed.label] = found
-    labels = ", ".join(f.label for f in feeds)
+            bad[feed.name] = found
+    labels = ", ".join(f.name for f in feeds)
     if bad:
         first_label, per_output = next(iter(bad.items()))
         name, counts = next(iter(per_output.items()))
@@ -96,7 +96,8 @@ def run_ort(runner, feeds) -> tuple[dict[str, dict[str, np.ndarray]] | None, Che
                               fix="find the op producing them (the fp16 check lists out-of-range tensors); inputs "
                                   "outside the op's domain (log/sqrt of negatives, division by zero) are common causes")
     return results, Check("onnxruntime_run", True, f"ran at {labels}; every output finite", category=CATEGORY,
-                          data={"shapes": [f.label for f in feeds], "source": feeds[0].source if feeds else ""})
+                          data={"shapes": [f.label for f in feeds], "runs": [f.name for f in feeds],
+                                "source": feeds[0].source if feeds else ""})
 
 
 # ------------------------------------------------------------------------------------------ tolerances
@@ -156,7 +157,7 @@ def _tol_text(tols: dict[str, Tolerance]) -> str:
 
 def comparison_checks(prefix: str, against: str, expected_by_label: dict, actual_by_label: dict,
                       tols: dict[str, Tolerance]) -> list[Check]:
-    """One check per feed: `prefix[label]`, passed when every output is within its tolerance."""
+    """One check per feed: `prefix[feed name]`, passed when every output is within its tolerance."""
     checks = []
     for label, expected in expected_by_label.items():
         cmp = compare_outputs(expected, actual_by_label[label], tols)
@@ -174,14 +175,89 @@ def comparison_checks(prefix: str, against: str, expected_by_label: dict, actual
 
 
 # ------------------------------------------------------------------------------------- PyTorch reference
-def reference_outputs(config, feeds, output_names: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    """The PyTorch reference's outputs for every (single-input) feed."""
+def reference_outputs(config, feeds, output_names: list[str]) -> tuple[dict[str, dict[str, np.ndarray]], Check]:
+    """The PyTorch reference's outputs for every (single-input) feed, by feed name and ONNX output name, and the
+    check saying how its outputs were matched to the model's (see match_outputs).
+    """
+    import torch
+
     from deploykit.export.source import build_modules
-    from deploykit.export.verify import torch_outputs
 
     mods = build_modules(config)
-    return {feed.label: torch_outputs(mods.reference, next(iter(feed.arrays.values())), output_names)
-            for feed in feeds}
+    expected, unmatched_onnx, unmatched_ref, how = {}, [], [], ""
+    for feed in feeds:
+        with torch.inference_mode():
+            out = mods.reference(torch.from_numpy(next(iter(feed.arrays.values()))))
+        matched, no_ref, no_onnx, how = match_outputs(_to_numpy(out), output_names)
+        expected[feed.name] = matched
+        unmatched_onnx += [n for n in no_ref if n not in unmatched_onnx]
+        unmatched_ref += [n for n in no_onnx if n not in unmatched_ref]
+    return expected, _outputs_check(output_names, expected, unmatched_onnx, unmatched_ref, how)
+
+
+def _to_numpy(out):
+    """The reference's outputs as float32 arrays: a dict of names -> arrays when it returns a dict, else the flat
+    list of its tensors in order (torch.onnx flattens nested tuples and lists the same way and drops None)."""
+    import torch
+
+    if isinstance(out, dict):
+        named = {}
+        for key, value in out.items():
+            arrays = _to_numpy(value) if value is not None else []
+            if len(arrays) == 1:
+                named[str(key)] = arrays[0]
+            else:  # a nested structure under one key: its parts have no name an ONNX output could carry
+                named.update({f"{key}[{i}]": a for i, a in enumerate(arrays)})
+        return named
+    if isinstance(out, (tuple, list)):
+        return [a for o in out if o is not None for a in _to_numpy(o)]
+    if isinstance(out, torch.Tensor):
+        return [out.detach().float().numpy()]
+    return [np.asarray(out, dtype=np.float32)]
+
+
+def match_outputs(reference, output_names: list[str]):
+    """Pair the reference's outputs with the model's outputs.
+
+    By name when the reference returns a dict whose keys include one of the model's output names; otherwise by
+    position (a dict's values in order), as the exporter named them. Nothing unpaired is dropped silently: the
+    caller fails on either leftover list.
+
+    Returns:
+        (matched: ONNX output name -> reference array, ONNX outputs without a reference output, reference outputs
+        without an ONNX output: their names, or "#i" positions counted from 0, "by name" or "by position")
+    """
+    if isinstance(reference, dict) and set(reference) & set(output_names):
+        matched = {n: reference[n] for n in output_names if n in reference}
+        return (matched, [n for n in output_names if n not in reference],
+                [k for k in reference if k not in output_names], "by name")
+    values = list(reference.values()) if isinstance(reference, dict) else list(reference)
+    matched = dict(zip(output_names, values))
+    return (matched, list(output_names[len(values):]),
+            [f"#{i}" for i in range(len(output_names), len(values))], "by position")
+
+
+def _outputs_check(output_names, expected, unmatched_onnx, unmatched_ref, how) -> Check:
+    """`parity_outputs`: passes when every model output has a reference output and the other way round; an output
+    nothing is compared with would otherwise pass unseen."""
+    compared = [n for n in output_names if any(n in e for e in expected.values())]
+    data = {"matched": how, "compared": compared, "onnx_outputs": list(output_names),
+            "not_compared": unmatched_onnx, "reference_only": unmatched_ref}
+    if not unmatched_onnx and not unmatched_ref:
+        return Check("parity_outputs", True, f"{len(compared)} model output(s) paired with the PyTorch reference's "
+                     f"outputs {how}: {', '.join(compared)}", category=CATEGORY, data=data)
+    parts = []
+    if unmatched_onnx:
+        parts.append(f"model output(s) {', '.join(repr(n) for n in unmatched_onnx)} have no reference output and "
+                     "were not compared")
+    if unmatched_ref:
+        parts.append(f"reference output(s) {', '.join(unmatched_ref)} have no model output")
+    n_ref = len(compared) + len(unmatched_ref)
+    detail = (f"the PyTorch reference returns {n_ref} output(s), the model has {len(output_names)}, paired {how}: "
+              + "; ".join(parts))
+    return Check("parity_outputs", False, detail, category=CATEGORY, data=data,
+                 fix="export the model from this reference, so its outputs are the reference's, or compare with "
+                     "the reference the model came from (--block, --config, --model)")
 
 
 # --------------------------------------------------------------------------------------------- TensorRT
@@ -199,7 +275,7 @@ def profile_covering(inputs, feeds):
 
 
 def trt_outputs(path: Path, inputs, feeds, trt, profiles=None) -> tuple[dict | None, list[Check]]:
-    """Build an engine with the installed TensorRT and run every feed; (outputs by label, checks)."""
+    """Build an engine with the installed TensorRT and run every feed; (outputs by feed name, checks)."""
     from deploykit.backends.trt import TrtRunner
     from deploykit.errors import CheckFailed
     from deploykit.trt import capabilities
@@ -221,6 +297,6 @@ def trt_outputs(path: Path, inputs, feeds, trt, profiles=None) -> tuple[dict | N
     out = {}
     with TrtRunner(built.plan, trt=trt) as runner:
         for feed in feeds:
-            out[feed.label] = runner.infer(feed.arrays)
+            out[feed.name] = runner.infer(feed.arrays)
     return out, [Check("tensorrt_build", True, f"TensorRT {caps.version}: {plan.precision} engine built in "
                                               f"{built.seconds:.1f} s", category=CATEGORY)]

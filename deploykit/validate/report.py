@@ -25,7 +25,7 @@ def markdown(report: ValidationReport) -> str:
              f"- checks: {counts['passed']} passed, {counts['errors']} failed, {counts['warnings']} warnings, "
              f"{counts['notes']} notes"]
     if s.get("shapes_run"):
-        lines.append(f"- ran at: {', '.join(s['shapes_run'])} (from {s.get('shape_source', '?')})")
+        lines.append(f"- ran at: {', '.join(s.get('runs') or s['shapes_run'])} (from {s.get('shape_source', '?')})")
     if s.get("reference"):
         lines.append(f"- reference: {s['reference']}")
     if s.get("tensorrt_support"):

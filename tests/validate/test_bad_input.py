@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto as T
 
 from tests.validate import model_zoo as zoo
+from tests.validate.helpers import TWO_PROFILES
 
 
 def assert_one_line_error(result, code: int = 2, *needles: str):
@@ -109,6 +110,16 @@ def test_npz_outside_the_profile(cli, tmp_path, dyn_model):
     result = cli("validate", str(dyn_model), "--profile", "x:1x3x8x8:2x3x8x8:2x3x8x8",
                  "--inputs", _npz(tmp_path, x=_x((3, 3, 8, 8))))
     assert_one_line_error(result, 2, "outside the optimization profile")
+
+
+@pytest.mark.parametrize("a,b", [(5, 5), (2, 3)])
+def test_npz_outside_every_profile_lists_them(cli, tmp_path, write_model, a, b):
+    """Batch 5 fits neither profile; a at batch 2 fits only profile 1 and b at 3 only profile 2, and one run
+    uses one profile, so that set fits none either."""
+    npz = _npz(tmp_path, a=np.ones((a, 4), np.float32), b=np.ones((b, 4), np.float32))
+    result = cli("validate", str(write_model(zoo.two_inputs())), *TWO_PROFILES, "--inputs", npz)
+    assert_one_line_error(result, 2, f"'a' {a}x4, 'b' {b}x4 are outside each of the 2 optimization profiles",
+                          "#1 a 1x4:2x4:2x4, b 1x4:2x4:2x4; #2 a 3x4:4x4:4x4, b 3x4:4x4:4x4")
 
 
 @pytest.mark.parametrize("content", [b"not a zip", b""])

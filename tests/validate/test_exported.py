@@ -147,3 +147,87 @@ def test_profile_flags_choose_the_shapes_parity_runs_at(exported, run_validate):
     assert {lo, opt, hi} <= shapes
     assert {c["name"] for c in report["checks"] if c["name"].startswith("parity[")} == \
         {f"parity[{s}]" for s in report["summary"]["shapes_run"]}
+
+
+# ------------------------------------------------------------- every file, every output, every profile
+def _parity(report) -> dict[str, dict]:
+    return {c["name"]: c for c in report["checks"] if c["name"].startswith("parity[")}
+
+
+def test_every_inputs_file_is_compared_even_when_their_shapes_agree(exported, perturbed, tmp_path, run_validate):
+    """Two files of one shape: the perturbed weight shows on random values, not on zeros (x * gate = 0 in both
+    graphs), so one run fails and one passes, in either order, each named after its file."""
+    path, npz, x = perturbed
+    zeros = tmp_path / "zeros.npz"
+    np.savez(zeros, input=np.zeros_like(x))
+    err_x, _ = _measured_errors(exported, path, x)
+    err_zeros, _ = _measured_errors(exported, path, np.zeros_like(x))
+    atol = err_x / 2
+    assert err_zeros < atol, "the premise: zeros pass the tolerance random values fail"
+    for files in ((npz, str(zeros)), (str(zeros), npz)):
+        result, report = run_validate(path, "--inputs", files[0], "--inputs", files[1], "--atol", f"{atol}",
+                                      "--rtol", "0", "--no-fp16", "--trt", "none")
+        assert result.exit_code == 1, result.stdout[-2000:]
+        assert report["summary"]["runs"] == [f"{f} 2x64x14x14" for f in files]
+        checks = _parity(report)
+        assert list(checks) == [f"parity[{f} 2x64x14x14]" for f in files]
+        failing, passing = checks[f"parity[{npz} 2x64x14x14]"], checks[f"parity[{zeros} 2x64x14x14]"]
+        assert not failing["passed"] and abs(failing["data"]["max_abs"] - err_x) < 2e-6
+        assert passing["passed"] and abs(passing["data"]["max_abs"] - err_zeros) < 2e-6
+
+
+def test_a_model_output_the_reference_lacks_fails_and_is_named(exported, perturbed, tmp_path, run_validate):
+    """`second = output * 1e30` has no PyTorch counterpart: it used to be dropped by the pairing and pass."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    _, npz, x = perturbed
+    model = onnx.load(str(exported))
+    g = model.graph
+    g.initializer.append(numpy_helper.from_array(np.array(1e30, np.float32), "big"))
+    g.node.append(helper.make_node("Mul", [g.output[0].name, "big"], ["second"]))
+    second = onnx.ValueInfoProto()
+    second.CopyFrom(g.output[0])
+    second.name = "second"
+    g.output.append(second)
+    folder = tmp_path / "twoout"
+    folder.mkdir()
+    onnx.save(model, str(folder / "model.onnx"))
+    shutil.copy(exported.parent / "deploykit.json", folder / "deploykit.json")
+
+    result, report = run_validate(folder / "model.onnx", "--inputs", npz, "--no-fp16", "--trt", "none")
+    assert result.exit_code == 1, result.stdout[-2000:]
+    assert failed(report) == [("parity_outputs", "error")]
+    (outputs,) = checks_named(report, "parity_outputs")
+    assert "'second'" in outputs["detail"] and "1 output(s), the model has 2" in outputs["detail"]
+    assert outputs["data"]["compared"] == ["output"] and outputs["data"]["not_compared"] == ["second"]
+    # "output" is still compared, with the error onnxruntime measures here against the original export.
+    (check,) = _parity(report).values()
+    assert [o["name"] for o in check["data"]["outputs"]] == ["output"]
+    run = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    original = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.abs(run[1]).max() > 1e29  # what passed unseen before
+    assert abs(check["data"]["max_abs"] - float(np.abs(run[0] - original).max())) < 2e-6
+
+
+def test_npz_inside_the_second_profile_is_compared(exported, perturbed, tmp_path, run_validate):
+    """Batch 4 lies in the second of two --profile ranges: it runs and is compared (it used to be refused,
+    being outside the first); batch 5 lies in neither: exit 2 listing both."""
+    path, _, _ = perturbed
+    profiles = ("--profile", "input:1x64x14x14:2x64x14x14:2x64x14x14",
+                "--profile", "input:3x64x14x14:4x64x14x14:4x64x14x14")
+    x4 = np.random.default_rng(5).standard_normal((4, 64, 14, 14)).astype(np.float32)
+    np.savez(tmp_path / "b4.npz", input=x4)
+    max_abs, _ = _measured_errors(exported, path, x4)
+    result, report = run_validate(path, *profiles, "--inputs", str(tmp_path / "b4.npz"), "--atol", f"{2 * max_abs}",
+                                  "--rtol", "0", "--no-fp16", "--trt", "none")
+    assert result.exit_code == 0, result.stdout[-2000:] + result.stderr
+    (check,) = _parity(report).values()
+    assert check["name"] == f"parity[{tmp_path / 'b4.npz'} 4x64x14x14]"
+    assert check["passed"] and abs(check["data"]["max_abs"] - max_abs) < 2e-6
+
+    np.savez(tmp_path / "b5.npz", input=np.zeros((5, 64, 14, 14), np.float32))
+    result, _ = run_validate(path, *profiles, "--inputs", str(tmp_path / "b5.npz"))
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert ("outside each of the 2 optimization profiles: #1 input 1x64x14x14:2x64x14x14:2x64x14x14; "
+            "#2 input 3x64x14x14:4x64x14x14:4x64x14x14") in result.stderr

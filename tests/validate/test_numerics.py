@@ -9,7 +9,7 @@ from deploykit.compare import Tolerance
 from deploykit.errors import UserInputError
 from deploykit.validate.numerics import tolerances
 from tests.validate import model_zoo as zoo
-from tests.validate.helpers import checks_named
+from tests.validate.helpers import TWO_PROFILES, checks_named
 
 FP16_MAX, FP16_MIN_NORMAL = 65504.0, 2.0 ** -14  # IEEE 754 binary16: largest finite, smallest normal
 
@@ -45,6 +45,41 @@ def test_npz_inputs_replace_random_ones(tmp_path, write_model, run_validate):
     assert report["summary"]["shape_source"] == "--inputs"
 
 
+def test_same_file_twice_is_two_named_runs(tmp_path, write_model, run_validate):
+    a = _npz(tmp_path, "a.npz", x=np.ones((2, 3, 8, 8), np.float32))
+    result, report = run_validate(write_model(zoo.conv_relu(batch="N")), "--inputs", a, "--inputs", a)
+    assert result.exit_code == 0, result.stdout
+    assert report["summary"]["runs"] == [f"{a} 2x3x8x8", f"{a} 2x3x8x8 #2"]
+
+
+def test_npz_in_any_profile_is_accepted(tmp_path, write_model, run_validate):
+    """With two optimization profiles an input set inside the second one runs (it used to be held against the
+    first only); ONNX Runtime's output is checked against numpy."""
+    a, b = (np.random.default_rng(i).standard_normal((4, 4)).astype(np.float32) for i in (1, 2))
+    npz = _npz(tmp_path, a=a, b=b)
+    result, report = run_validate(write_model(zoo.two_inputs()), *TWO_PROFILES, "--inputs", npz)
+    assert result.exit_code == 0, result.stdout + result.stderr
+    assert report["summary"]["runs"] == [f"{npz} a=4x4,b=4x4"]
+    (run,) = checks_named(report, "onnxruntime_run")
+    assert run["passed"] and run["data"]["runs"] == [f"{npz} a=4x4,b=4x4"]
+
+
+def test_reference_outputs_pair_by_name_or_position_and_keep_the_leftovers():
+    from deploykit.validate.numerics import match_outputs
+
+    one, two, three = (np.full((1,), v, np.float32) for v in (1, 2, 3))
+    matched, no_ref, no_model, how = match_outputs([one], ["output", "second"])
+    assert (list(matched), no_ref, no_model, how) == (["output"], ["second"], [], "by position")
+    matched, no_ref, no_model, how = match_outputs([one, two, three], ["output"])
+    assert (list(matched), no_ref, no_model, how) == (["output"], [], ["#1", "#2"], "by position")
+    matched, no_ref, no_model, how = match_outputs({"logits": two, "aux": three}, ["aux", "extra"])
+    assert (no_ref, no_model, how) == (["extra"], ["logits"], "by name")
+    assert matched == {"aux": three}
+    # A dict whose keys name no model output is paired in order, as the exporter flattens it.
+    matched, no_ref, no_model, how = match_outputs({"a": one, "b": two}, ["y0", "y1"])
+    assert (matched, no_ref, no_model, how) == ({"y0": one, "y1": two}, [], [], "by position")
+
+
 def test_several_inputs_get_their_own_arrays(tmp_path, write_model, run_validate):
     path = write_model(zoo.two_inputs())
     npz = _npz(tmp_path, a=np.ones((2, 4), np.float32), b=np.full((2, 4), 2, np.float32))
@@ -57,10 +92,11 @@ def test_several_inputs_get_their_own_arrays(tmp_path, write_model, run_validate
 def test_nan_and_inf_outputs_are_counted(tmp_path, write_model, run_validate):
     x = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
     x[0, :3] = 0.0  # log(0) = -inf
-    result, report = run_validate(write_model(zoo.log_of_input()), "--inputs", _npz(tmp_path, x=x))
+    npz = _npz(tmp_path, x=x)
+    result, report = run_validate(write_model(zoo.log_of_input()), "--inputs", npz)
     assert result.exit_code == 1
     (run,) = checks_named(report, "onnxruntime_run")
-    counts = run["data"]["non_finite"]["1x64"]["y"]
+    counts = run["data"]["non_finite"][f"{npz} 1x64"]["y"]  # runs from --inputs are named after their file
     assert counts == {"nan": int((x < 0).sum()), "inf": int((x == 0).sum()), "size": 64}
 
 
