@@ -242,7 +242,10 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
             report.add("fp16_range", True, f"skipped: the graph already computes in {precision}", severity="info",
                        category="fp16")
         else:
-            report.checks.append(readiness(path, info, feeds[0]))
+            # Every --inputs file is the user's own data: each is scanned. Generated inputs share one
+            # distribution, so the first shape stands for them.
+            files = [f for f in feeds if f.from_file]
+            report.checks.append(readiness(path, info, files or feeds[:1]))
 
 
 def _is_fp16(model) -> bool:

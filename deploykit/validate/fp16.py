@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from deploykit.validate.checks import Check
+from deploykit.validate.inputs import Feed
 
 CATEGORY = "fp16"
 FP16_MAX = 65504.0
@@ -97,8 +98,9 @@ def _node_name(node) -> str:
     return node.name or node.output[0]
 
 
-def scan(model_path, info, feed) -> tuple[list[TensorRange], int]:
-    """Run the fp32 graph with its float intermediates exposed; (out-of-range tensors, tensors checked)."""
+def scan(model_path, info, feeds) -> tuple[list[TensorRange], int]:
+    """Run the fp32 graph with its float intermediates exposed on one feed or several; (out-of-range tensors,
+    tensors checked). A tensor out of range for any feed is reported once, with its worst range."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -123,20 +125,21 @@ def scan(model_path, info, feed) -> tuple[list[TensorRange], int]:
             if name and elem in float_types and name not in existing:
                 graph.output.append(helper.make_tensor_value_info(name, elem, None))
                 exposed.append(name)
-    found: list[TensorRange] = []
-    checked = 0
+    worst: dict[str, TensorRange] = {}
+    seen: set[str] = set()
     if model.ByteSize() < MAX_BYTES:
         with OrtRunner(model.SerializeToString(), optimization="none") as runner:
-            values = runner.infer(feed.arrays)
-        for name, value in values.items():
-            if name not in producers or np.asarray(value).dtype.kind != "f":
-                continue
-            checked += 1
-            kind, max_abs, tiny, zero = classify(value)
-            if kind:
-                node = producers[name]
-                found.append(TensorRange(name, kind, node.op_type, _node_name(node), consumers.get(name, []),
-                                         max_abs, tiny, zero, int(np.asarray(value).size)))
+            for feed in [feeds] if isinstance(feeds, Feed) else feeds:
+                for name, value in runner.infer(feed.arrays).items():
+                    if name not in producers or np.asarray(value).dtype.kind != "f":
+                        continue
+                    seen.add(name)
+                    kind, max_abs, tiny, zero = classify(value)
+                    if kind and _worse(kind, max_abs, tiny, worst.get(name)):
+                        node = producers[name]
+                        worst[name] = TensorRange(name, kind, node.op_type, _node_name(node), consumers.get(name, []),
+                                                  max_abs, tiny, zero, int(np.asarray(value).size))
+    found, checked = list(worst.values()), len(seen)
     for init in graph.initializer:  # weights: the values fp16 conversion would store
         if init.data_type not in float_types:
             continue
@@ -151,6 +154,13 @@ def scan(model_path, info, feed) -> tuple[list[TensorRange], int]:
     return found, checked
 
 
+def _worse(kind: str, max_abs: float, tiny: float, old: TensorRange | None) -> bool:
+    """Whether a new out-of-range finding replaces `old`: overflow beats underflow, then the larger excess."""
+    if old is None or (kind == "overflow") != (old.kind == "overflow"):
+        return old is None or kind == "overflow"
+    return max_abs > old.max_abs if kind == "overflow" else tiny > old.tiny_fraction
+
+
 def keep_list(found: list[TensorRange]) -> list[str]:
     """Node names to keep in fp32: producers and readers of every out-of-range tensor, in first-seen order."""
     out: list[str] = []
@@ -161,15 +171,18 @@ def keep_list(found: list[TensorRange]) -> list[str]:
     return out
 
 
-def readiness(model_path, info, feed) -> Check:
-    """The fp16 check for one feed (usually the opt shape)."""
+def readiness(model_path, info, feeds) -> Check:
+    """The fp16 check on one feed (usually the opt shape) or several (every --inputs file)."""
     from deploykit.export.fp16 import DEFAULT_FP32_OPS
 
-    found, checked = scan(model_path, info, feed)
+    feeds = [feeds] if isinstance(feeds, Feed) else list(feeds)
+    found, checked = scan(model_path, info, feeds)
+    where = ", ".join(f.name for f in feeds)
+    shapes = ", ".join(dict.fromkeys(f.label for f in feeds))
     if not found:
-        return Check("fp16_range", True, f"{checked} float tensors at {feed.name} all fit fp16 (|x| <= 65504, "
+        return Check("fp16_range", True, f"{checked} float tensors at {where} all fit fp16 (|x| <= 65504, "
                                          "mostly above 6.1e-5)", severity="warning", category=CATEGORY,
-                     data={"checked": checked, "shape": feed.label, "tensors": [], "keep_nodes": []})
+                     data={"checked": checked, "shape": shapes, "tensors": [], "keep_nodes": []})
     nodes = keep_list(found)
     op_of = {r.node.name or r.node.output[0]: r.node.op_type for r in info.nodes if r.node.output}
     keep_ops = sorted({op_of.get(n, "?") for n in nodes})
@@ -181,7 +194,7 @@ def readiness(model_path, info, feed) -> Check:
         origin = "weight" if t.producer_op == "initializer" else f"from {t.producer_op} '{t.producer}'"
         parts.append(f"'{t.tensor}' {origin} ({t.kind}: {why})")
     more = f" and {len(found) - 5} more" if len(found) > 5 else ""
-    detail = (f"{len(found)} of {checked} float tensors at {feed.name} leave the fp16 range: "
+    detail = (f"{len(found)} of {checked} float tensors at {where} leave the fp16 range: "
               + "; ".join(parts) + more + f"; keep in fp32: {', '.join(nodes[:8])}"
               + (" ..." if len(nodes) > 8 else ""))
     covered = [n for n in nodes if n not in uncovered]
@@ -190,5 +203,5 @@ def readiness(model_path, info, feed) -> Check:
     if covered and uncovered:
         fix += f" ({len(covered)} more are already covered by DEFAULT_FP32_OPS)"
     return Check("fp16_range", False, detail, severity="warning", category=CATEGORY, fix=fix,
-                 data={"checked": checked, "shape": feed.label, "tensors": [t.as_dict() for t in found],
+                 data={"checked": checked, "shape": shapes, "tensors": [t.as_dict() for t in found],
                        "keep_nodes": nodes, "keep_ops": keep_ops, "not_in_default_keep_list": uncovered})

@@ -70,6 +70,7 @@ class Feed:
     arrays: dict[str, np.ndarray]
     source: str = ""
     name: str = ""
+    from_file: bool = False   # the user's own arrays (--inputs), not generated ones
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -315,7 +316,7 @@ def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None) -> Feed:
     ordered = {n: arrays[n] for n in names}
     _check_profiles(path, ordered, profiles)
     label = label_for({k: v.shape for k, v in ordered.items()})
-    return Feed(label, ordered, str(path), name=f"{path} {label}")
+    return Feed(label, ordered, str(path), name=f"{path} {label}", from_file=True)
 
 
 def _check_profiles(path: Path, arrays: dict[str, np.ndarray], profiles) -> None:

@@ -260,6 +260,28 @@ def test_backend_trt_compares_the_engine_with_onnxruntime(monkeypatch, write_mod
     assert all(not c["passed"] for c in report["checks"] if c["name"].startswith("trt_parity["))
 
 
+@pytest.mark.parametrize("order", ["calm first", "loud first"])
+def test_fp16_readiness_scans_every_inputs_file(tmp_path, write_model, run_validate, order):
+    """y = 100 x: the calm file (|x| < 5) stays inside fp16, the loud one (x = 1000) reaches 1e5 > 65504.
+    Either order of the files must report the overflow."""
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    m = zoo.model([helper.make_node("Mul", ["x", "c"], ["y"], name="scale")], [zoo.vi("x", T.FLOAT, [1, 8])],
+                  [zoo.vi("y", T.FLOAT, [1, 8])], [zoo.const("c", np.array(100.0, np.float32))])
+    calm = np.clip(np.random.default_rng(3).standard_normal((1, 8)), -4.9, 4.9).astype(np.float32)
+    loud = np.full((1, 8), 1000.0, np.float32)
+    assert np.abs(calm * 100).max() < 65504 < np.abs(loud * 100).max()  # the premise, computed here
+    files = [_npz(tmp_path, "calm.npz", x=calm), _npz(tmp_path, "loud.npz", x=loud)]
+    if order == "loud first":
+        files.reverse()
+    _, report = run_validate(write_model(m, "scale100"), *(a for f in files for a in ("--inputs", f)))
+    (check,) = checks_named(report, "fp16_range")
+    assert not check["passed"]
+    (tensor,) = check["data"]["tensors"]
+    assert tensor["tensor"] == "y" and tensor["kind"] == "overflow" and tensor["max_abs"] == float(np.abs(loud * 100).max())
+
+
 def test_scalar_epsilons_are_not_fp16_findings_but_tiny_scalars_are(tmp_path, write_model, run_validate):
     """x + 1e-5 (an epsilon fp16 holds within 0.2%) is fine; x * 1e-7 is not (fp16 rounds it by ~19%)."""
     from onnx import TensorProto as T
