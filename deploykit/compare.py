@@ -70,18 +70,18 @@ class Comparison:
 
     @property
     def max_abs(self) -> float:
-        return _worst(o.max_abs for o in self.outputs)
+        return worst(o.max_abs for o in self.outputs)
 
     @property
     def max_rel(self) -> float:
-        return _worst(o.max_rel for o in self.outputs)
+        return worst(o.max_rel for o in self.outputs)
 
     def as_dict(self) -> dict:
         return {"passed": bool(self), "max_abs": self.max_abs, "max_rel": self.max_rel,
                 "outputs": [o.as_dict() for o in self.outputs]}
 
 
-def _worst(values) -> float:
+def worst(values) -> float:
     """The largest value, NaN if any is NaN: Python's max() would keep or drop a NaN depending on the order."""
     values = list(values)
     return float(np.max(values)) if values else float("nan")

@@ -26,7 +26,8 @@ def render_markdown(status) -> str:
             d = s.as_dict()
             lines.append(f"| {'x'.join(map(str, s.shape))} | {d['passed']} | {d['max_abs']:.3e} | "
                          f"{d['max_rel']:.3e} | {d['cosine']:.8f} |")
-        lines.append(f"\nMinimum passing tolerance: atol {parity.max_abs:.3e} (rtol 0) or rtol {parity.max_rel:.3e} (atol 0).")
+        lines.append(f"\nMinimum passing tolerance ({parity.tolerance.mode}): atol {parity.min_passing_atol:.3e} (rtol 0) "
+                     f"or rtol {parity.min_passing_rtol:.3e} (atol 0).")
     if status.artifacts:
         lines += ["", "## Artifacts", ""]
         lines += [f"- {a.precision}: `{a.onnx}` (manifest `{a.manifest}`)" for a in status.artifacts]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deploykit.compare import Comparison, Tolerance, compare_outputs
+from deploykit.compare import Comparison, Tolerance, compare_outputs, worst
 
 
 def verification_shapes(config, channels: int) -> list[tuple[int, int, int, int]]:
@@ -61,18 +61,30 @@ class ParityReport:
     def __bool__(self) -> bool:
         return bool(self.shapes) and all(s.comparison for s in self.shapes)
 
+    def _largest(self, field: str) -> float:
+        return worst(getattr(o, field) for s in self.shapes for o in s.comparison.outputs)
+
     @property
     def max_abs(self) -> float:
-        return max((s.comparison.max_abs for s in self.shapes), default=float("nan"))
+        return self._largest("max_abs")
 
     @property
     def max_rel(self) -> float:
-        return max((s.comparison.max_rel for s in self.shapes), default=float("nan"))
+        return self._largest("max_rel")
+
+    @property
+    def min_passing_atol(self) -> float:
+        """The smallest atol (with rtol 0) that passes every shape under the tolerance's mode."""
+        return self._largest("min_atol")
+
+    @property
+    def min_passing_rtol(self) -> float:
+        return self._largest("min_rtol")
 
     def as_dict(self) -> dict:
         return {"label": self.label, "passed": bool(self), "atol": self.tolerance.atol, "rtol": self.tolerance.rtol,
                 "mode": self.tolerance.mode, "max_abs": self.max_abs, "max_rel": self.max_rel,
-                "min_passing_atol": self.max_abs, "min_passing_rtol": self.max_rel,
+                "min_passing_atol": self.min_passing_atol, "min_passing_rtol": self.min_passing_rtol,
                 "shapes": [s.as_dict() for s in self.shapes]}
 
 

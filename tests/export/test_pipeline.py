@@ -358,17 +358,18 @@ def test_ctrl_c_while_installing_never_mixes_old_and_new_models(tmp_path):
                 break
         except FileNotFoundError:
             pass
-    proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
+    run = f"exit {proc.returncode}: {err.decode()[-600:]}"
     batches = set()
     for name in ("se", "se_fp16"):
         manifest = json.loads((tmp_path / name / "1" / "deploykit.json").read_text())
         batch = manifest["config"]["input"]["batch"]
         config_max = 0 if batch["min"] == batch["max"] else batch["max"]
-        assert f"max_batch_size: {config_max}\n" in (tmp_path / name / "config.pbtxt").read_text()
-        assert manifest["onnx"]["sha256"] == sha256_file(tmp_path / name / "1" / "model.onnx")
+        assert f"max_batch_size: {config_max}\n" in (tmp_path / name / "config.pbtxt").read_text(), run
+        assert manifest["onnx"]["sha256"] == sha256_file(tmp_path / name / "1" / "model.onnx"), run
         batches.add(json.dumps(batch))
-    assert len(batches) == 1, batches
-    assert not [p for p in tmp_path.rglob(".*")]
+    assert len(batches) == 1, (batches, run)
+    assert not [p for p in tmp_path.rglob(".*")], ([str(p) for p in tmp_path.rglob(".*")], run)
 
 
 def test_kill_during_export_never_leaves_a_half_written_model(tmp_path):
