@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 import sys
 
 import click
 
 from deploykit import __version__
-from deploykit.errors import EXIT_INTERRUPTED, DeployKitError
+from deploykit.commands import echo_json, failure_json, json_printed, reset_json
+from deploykit.errors import EXIT_INTERRUPTED, EXIT_USAGE, DeployKitError
+
+INTERRUPTED = "interrupted; nothing half-written was kept"
 
 # name -> (module, attribute, one-line help shown by --help without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -47,6 +51,17 @@ class LazyGroup(click.Group):
             raise click.UsageError(unknown_name_error("command", name, self.list_commands(ctx)).message, ctx)
         return super().resolve_command(ctx, args)
 
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # Carried past click's main, which would print a blank line first and turn it into Abort.
+            raise _Interrupted() from None
+
+
+class _Interrupted(Exception):
+    """Ctrl-C while a command ran."""
+
 
 def _available(name: str) -> bool:
     module = COMMANDS[name][0]
@@ -65,21 +80,69 @@ def cli():
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The console script. Every failure is one line on stderr, `error: <what failed> (<what to do>)`, and
+    the documented exit code; with --json, stdout still gets exactly one JSON object."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    command, as_json = _command_and_json(args)
+    reset_json()
     try:
-        rv = cli.main(args=argv, prog_name="deploykit", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: interrupted; nothing half-written was kept", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except click.ClickException as exc:
+        rv = cli.main(args=args, prog_name="deploykit", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:  # `deploykit` alone: the help, as click shows it
         exc.show()
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        _fail(f"{_tidy(exc.format_message())} (see {_command_path(exc, command)} --help)", EXIT_USAGE, command,
+              as_json)
+    except click.ClickException as exc:
+        _fail(_tidy(exc.format_message()), exc.exit_code, command, as_json)
     except DeployKitError as exc:
-        click.echo(f"error: {exc.one_line()}", err=True)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; nothing half-written was kept", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _fail(_one_line(exc.one_line()), exc.exit_code, command, as_json)
+    except (_Interrupted, KeyboardInterrupt, click.exceptions.Abort):
+        if sys.stderr.isatty():  # end the terminal's ^C echo; our own output stays one line
+            click.echo(err=True)
+        _fail(INTERRUPTED, EXIT_INTERRUPTED, command, as_json)
     sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(line: str, code: int, command: str | None, as_json: bool) -> None:
+    if as_json and not json_printed():
+        echo_json(failure_json(command, line))
+    click.echo(f"error: {line}", err=True)
+    sys.exit(code)
+
+
+def _command_and_json(args: list[str]) -> tuple[str | None, bool]:
+    """The subcommand's name (the first word: deploykit's own options take no value) and whether --json was
+    passed, read from the arguments themselves so that usage errors, raised before click has parsed
+    them, are answered in JSON too."""
+    if "--" in args:
+        args = args[: args.index("--")]
+    command = next((a for a in args if not a.startswith("-")), None)
+    return command, "--json" in args
+
+
+def _command_path(exc: click.UsageError, command: str | None) -> str:
+    if exc.ctx is not None:
+        return exc.ctx.command_path
+    return f"deploykit {command}" if command in COMMANDS else "deploykit"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _tidy(message: str) -> str:
+    """Click's messages in the house style: one line, lower case, no closing full stop, and no aside in
+    parentheses right before our (hint): "Got unexpected extra argument (x)" -> "got unexpected extra
+    argument: x"."""
+    text = _one_line(message)
+    text = re.sub(r"\.\s+Did you mean", "; did you mean", text).rstrip(".").rstrip()
+    aside = re.search(r"\s*\(([^()]*)\)$", text)
+    if aside:
+        text = f"{text[: aside.start()]}: {aside.group(1)}"
+    if text[:1].isupper() and text[1:2].islower():
+        text = text[0].lower() + text[1:]
+    return text
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from deploykit.commands import echo_json
 
 from deploykit.errors import EXIT_CHECK_FAILED
 
@@ -65,7 +65,8 @@ def _resolve_device(device: str) -> str:
 @click.option("--threads", type=click.IntRange(1), help="Intra-op threads for every backend (default: PyTorch's).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto picks cuda when PyTorch sees a GPU.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the benchmark input.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
+              help="Seed of the benchmark input.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no table, no progress).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the rows as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
@@ -84,7 +85,7 @@ def bench(onnx_model, block, network, backends, batches, size, warmup, iters, ro
     chosen = [flag for flag, v in (("--block", block), ("--model", network), ("MODEL.onnx", onnx_model)) if v]
     if len(chosen) != 1:
         raise click.UsageError("pass exactly one of --block NAME, --model NAME or MODEL.onnx"
-                               + (f" (got {', '.join(chosen)})" if chosen else ""))
+                               + (f"; got {', '.join(chosen)}" if chosen else ""))
     backend_names = _parse_backends(backends)
     batch_sizes = _parse_batches(batches)
     hw = _parse_size(size) if size else None
@@ -114,7 +115,7 @@ def bench(onnx_model, block, network, backends, batches, size, warmup, iters, ro
     if plot_path:
         result.plot(plot_path)
     if as_json:
-        click.echo(json.dumps(result.as_dict(), indent=2, default=str))
+        echo_json(result.as_dict())
     else:
         from rich.console import Console
 

@@ -6,9 +6,9 @@ GPU is missing (one line says which, and how to get it).
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from deploykit.commands import echo_json
 
 from deploykit.errors import DeployKitError
 
@@ -54,13 +54,13 @@ def build(model, precision, profiles, workspace, timing_cache, opt_level, out_di
         if report.status != "failed":  # raised before the pipeline started (a bad flag)
             report.status, report.error = "failed", exc.one_line()
         if as_json:
-            click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+            echo_json(report.as_dict())
         else:
             for issue in getattr(exc, "issues", []):
                 click.echo(f"parser error: {issue}", err=True)
         raise
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+        echo_json(report.as_dict())
         return
     _print_summary(report)
 

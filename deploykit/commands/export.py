@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
-from deploykit.errors import EXIT_CHECK_FAILED, UserInputError
+from deploykit.errors import EXIT_CHECK_FAILED, DeployKitError, UserInputError
 
 
 def _parse_batch(value: str) -> dict:
@@ -32,24 +30,29 @@ def _parse_size(value: str) -> tuple[int, int]:
 def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights, no_simplify,
                  model=None):
     """The export config: the file (or the block's or network's default), then the flags on top."""
-    from deploykit.export.config import default_config, load_config, parse_config
+    from deploykit.export.config import default_config, find_config_dir, load_config, parse_config
 
     if block and model:
         raise click.UsageError("--block and --model exclude each other; pass one of them")
     if config_path:
-        config = load_config(config_path)
-        if block and config.source.block and block != config.source.block:
-            raise UserInputError(f"--block {block} contradicts the config's block '{config.source.block}'",
-                                 hint="pass only one of them")
-        if model and config.source.network != model:
-            raise UserInputError(f"--model {model} contradicts the config's source "
-                                 f"'{config.source.network or config.source.block}'", hint="pass only one of them")
+        config, origin = load_config(config_path), str(config_path)
+        kind, name = ("block", config.source.block) if config.source.block else ("network", config.source.network)
+        for flag, flag_kind, value in (("--block", "block", block), ("--model", "network", model)):
+            if value and (flag_kind, value) != (kind, name):
+                raise UserInputError(f"{flag} {value} contradicts {origin}, which exports the {kind} '{name}'",
+                                     hint=f"pass only one of {flag} and --config")
     elif block:
         config = default_config(block)
+        folder = find_config_dir()
+        origin = (str(folder / f"{block}.yaml") if folder is not None and (folder / f"{block}.yaml").is_file()
+                  else f"the registry defaults of '{block}'")
     elif model:
         from deploykit.networks import default_config as network_config
 
         config = network_config(model)
+        folder = find_config_dir()
+        origin = (str(folder / f"{model}.yaml") if folder is not None and (folder / f"{model}.yaml").is_file()
+                  else f"the registry defaults of '{model}'")
     else:
         raise click.UsageError("pass --block NAME, --model NAME or --config FILE")
     data = config.model_dump(mode="json")
@@ -62,18 +65,38 @@ def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, pr
     if batch:
         data["input"]["batch"] = _parse_batch(batch)
     if size:
-        h, w = _parse_size(size)
-        data["input"]["height"], data["input"]["width"] = {"opt": h}, {"opt": w}
+        for key, value in zip(("height", "width"), _parse_size(size)):
+            data["input"][key] = _resize(config.input, key, value, size, origin)
     if dynamic_hw:
         for key in ("height", "width"):
-            opt = data["input"][key]["opt"]
-            # A generous default range around the export size; a config can set its own.
+            dim = data["input"][key]
+            if _is_range(dim):
+                continue  # the config's own range (kept by --size too) wins over the default one
+            opt = dim["opt"]
             data["input"][key] = {"opt": opt, "min": max(1, opt // 2), "max": opt * 2}
     if precisions:
         data["precisions"] = list(dict.fromkeys(precisions))
     if no_simplify:
         data["simplify"] = False
     return parse_config(data, config_path or f"defaults of '{block or model}' with flags")
+
+
+def _is_range(dim: dict) -> bool:
+    """A dimension with a dynamic range: min or max set and different from opt."""
+    return any(dim.get(k) is not None and dim[k] != dim["opt"] for k in ("min", "max"))
+
+
+def _resize(spec, key: str, value: int, size: str, origin: str) -> dict:
+    """--size on one dimension: the new export (opt) size, inside the config's range when it has one."""
+    dim = getattr(spec, key)
+    if not dim.dynamic:
+        return {"opt": value}
+    if not dim.lo <= value <= dim.hi:
+        raise UserInputError(f"--size {size}: {key} {value} is outside the range {dim.lo}..{dim.hi} that "
+                             f"{origin} sets for input.{key}",
+                             hint=f"pass a size inside it, or edit input.{key} in the config: widen its min/max "
+                                  "or drop them for a static size")
+    return {"opt": value, "min": dim.lo, "max": dim.hi}
 
 
 @click.command("export")
@@ -86,8 +109,10 @@ def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, pr
 @click.option("--out", "out_dir", default="models", show_default=True, type=click.Path(file_okay=False), help="Model repository directory.")
 @click.option("--opset", type=click.IntRange(13, 23), help="ONNX opset.")
 @click.option("--batch", help="Batch range MIN:OPT:MAX, e.g. 1:8:32.")
-@click.option("--size", help="Spatial size HxW used for export, e.g. 56x56.")
-@click.option("--dynamic-hw", is_flag=True, help="Make H and W dynamic (opt/2 .. opt*2 unless the config sets a range).")
+@click.option("--size", help="Spatial size HxW used for export, e.g. 56x56. Where the config gives H or W a "
+                             "min/max range, the range is kept and the size must lie inside it (an error otherwise).")
+@click.option("--dynamic-hw", is_flag=True, help="Make H and W dynamic: the config's own min/max range where it "
+                                                 "sets one, else opt/2 .. opt*2.")
 @click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16"]), help="Precisions to write (repeatable).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--force", is_flag=True, help="Replace the latest version of an existing model.")
@@ -97,23 +122,45 @@ def export(block, model, config_path, variant, weights, out_dir, opset, batch, s
            no_simplify, force, new_version, as_json):
     """Export a block or network to ONNX, simplify it with onnxsim, and verify every graph against PyTorch
     before writing it to the model repository (Triton layout)."""
-    from deploykit.export.pipeline import run_export
+    from pathlib import Path
+
+    from deploykit.commands import echo_json, export_failure
+    from deploykit.export.pipeline import REPORT_NAME, run_export
     from deploykit.progress import Progress
 
     if force and new_version:
-        raise click.UsageError("--force and --new-version exclude each other")
-    config = build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights, no_simplify,
-                          model=model)
-    status = run_export(config, out_dir, force=force, new_version=new_version,
-                        progress=Progress("quiet" if as_json else None))
+        raise click.UsageError("--force and --new-version exclude each other; pass one of them")
+    config = report = before = None
+    try:
+        config = build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights,
+                              no_simplify, model=model)
+        report = Path(out_dir) / config.model_name / REPORT_NAME
+        before = _stamp(report)
+        status = run_export(config, out_dir, force=force, new_version=new_version,
+                            progress=Progress("quiet" if as_json else None))
+    except DeployKitError as exc:
+        if as_json:  # still the one JSON object, in the export's shape; main() prints the error line
+            written = report is not None and _stamp(report) not in (None, before)
+            echo_json(export_failure(exc.one_line(), model=config.model_name if config is not None else None,
+                                     report=str(report) if written else None))
+        raise
     if as_json:
-        click.echo(json.dumps(status.as_dict(), indent=2, default=str))
+        echo_json(status.as_dict())
     else:
         _print_summary(status)
     if not status.passed:
         if not as_json:
             click.echo(f"error: {status.error or 'export failed'}", err=True)
         raise SystemExit(EXIT_CHECK_FAILED)
+
+
+def _stamp(path):
+    """What tells a freshly written report from an older one at the same path."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _print_summary(status) -> None:

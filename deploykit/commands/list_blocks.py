@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from deploykit.commands import echo_json
 
 
 @click.command("list")
@@ -17,7 +17,7 @@ def list_blocks(as_json: bool):
     rows = [s.summary() for s in BLOCKS.values()]
     network_rows = [s.summary() for s in NETWORKS.values()]
     if as_json:
-        click.echo(json.dumps({"blocks": rows, "networks": network_rows}, indent=2))
+        echo_json({"blocks": rows, "networks": network_rows})
         return
     from rich.console import Console
     from rich.table import Table

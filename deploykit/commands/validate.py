@@ -8,9 +8,9 @@ TensorRT with --backend trt, and fp16 readiness. Exit 0 pass, 1 a check failed, 
 
 from __future__ import annotations
 
-import json
-
 import click
+
+from deploykit.commands import echo_json
 
 from deploykit.errors import EXIT_CHECK_FAILED
 
@@ -46,7 +46,8 @@ _MODES = ("elementwise", "max", "mean", "quantile")
 @click.option("--no-run", "no_run", is_flag=True, help="Structure and TensorRT audit only; do not run the model.")
 @click.option("--max-input-mb", default=1024.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Refuse shapes whose inputs would need more memory than this.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
+              help="Seed of the random inputs.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON object with `passed`, `counts`, `summary` and `checks`.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE.md",
@@ -71,7 +72,7 @@ def validate(path, block, config_path, model_name, inputs, profiles, atol, rtol,
     )
     report = run_validate(Path(path), options=options)
     if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+        echo_json(report.as_dict())
     else:
         _print_table(report)
     if report_path:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from deploykit.errors import UserInputError
 
@@ -23,12 +24,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Integers are strict: YAML's `true` is not 1 and "17" is not 17 (pydantic's lax mode would take both).
+Int = Annotated[int, Field(strict=True)]
+
+
+def _not_bool(value):
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {str(value).lower()}")
+    return value
+
+
+# Floats take ints and numeric strings as before (PyYAML reads 1e-4 as a string), but not booleans.
+Float = Annotated[float, BeforeValidator(_not_bool)]
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+
+
 class Range(_Strict):
     """A dimension: `opt` is the size used for export and tuning; min/max make it dynamic."""
 
-    opt: int = Field(gt=0)
-    min: int | None = Field(default=None, gt=0)
-    max: int | None = Field(default=None, gt=0)
+    opt: Int = Field(gt=0)
+    min: Int | None = Field(default=None, gt=0)
+    max: Int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -52,9 +68,9 @@ class Range(_Strict):
 
 
 class BatchRange(_Strict):
-    min: int = Field(default=1, gt=0)
-    opt: int = Field(default=1, gt=0)
-    max: int = Field(default=32, gt=0)
+    min: Int = Field(default=1, gt=0)
+    opt: Int = Field(default=1, gt=0)
+    max: Int = Field(default=32, gt=0)
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -80,16 +96,16 @@ class Source(_Strict):
 
 
 class InputSpec(_Strict):
-    name: str = "input"
-    channels: int | None = Field(default=None, gt=0)
+    name: str = Field(default="input", min_length=1)
+    channels: Int | None = Field(default=None, gt=0)
     batch: BatchRange = Field(default_factory=BatchRange)
     height: Range
     width: Range
 
 
 class ToleranceSpec(_Strict):
-    atol: float = Field(ge=0)
-    rtol: float = Field(ge=0)
+    atol: Float = Field(ge=0)
+    rtol: Float = Field(ge=0)
     mode: Literal["elementwise", "max", "mean", "quantile"] = "elementwise"
 
 
@@ -98,16 +114,24 @@ def _default_tolerances() -> dict[str, ToleranceSpec]:
 
 
 class ExportConfig(_Strict):
-    name: str | None = None
+    name: str | None = Field(default=None, min_length=1)
     source: Source
     input: InputSpec
-    output_name: str = "output"
-    opset: int = Field(default=18, ge=13, le=23)
+    output_name: str = Field(default="output", min_length=1)
+    opset: Int = Field(default=18, ge=13, le=23)
     precisions: list[Literal["fp32", "fp16"]] = Field(default_factory=lambda: ["fp32"])
     tolerances: dict[Literal["fp32", "fp16"], ToleranceSpec] = Field(default_factory=_default_tolerances)
     simplify: bool = True
     exporters: list[Literal["dynamo", "torchscript"]] = Field(default_factory=lambda: ["dynamo", "torchscript"])
-    seed: int = 0
+    seed: Int = Field(default=0, ge=0, le=SEED_MAX)
+
+    @field_validator("output_name")
+    @classmethod
+    def _output_not_input(cls, value: str, info: ValidationInfo) -> str:
+        spec = info.data.get("input")
+        if spec is not None and value == spec.name:
+            raise ValueError(f"'{value}' is also input.name; give the output another name")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -132,6 +156,23 @@ class ExportConfig(_Strict):
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
 
 
+# Errors whose message is clearer with the value the file gave.
+_SHOW_INPUT = {"int_type", "int_parsing", "int_from_float", "float_type", "float_parsing", "string_type", "bool_type",
+               "bool_parsing", "greater_than", "greater_than_equal", "less_than", "less_than_equal",
+               "string_too_short"}
+
+
+def _show(value) -> str:
+    """A config value as the YAML file wrote it, shortened."""
+    if isinstance(value, bool) or value is None:
+        text = {True: "true", False: "false", None: "null"}[value]
+    elif isinstance(value, str):
+        text = repr(value)
+    else:
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _format_validation_error(source: str, exc: ValidationError) -> str:
     parts = []
     for err in exc.errors()[:3]:
@@ -141,6 +182,8 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
             msg = "unknown field; remove it or check its spelling"
         elif err["type"] == "missing":
             msg = "required field is missing; add it"
+        elif err["type"] in _SHOW_INPUT:
+            msg = f"{msg}, got {_show(err['input'])}"
         parts.append(f"{loc}: {msg}")
     more = f" (+{len(exc.errors()) - 3} more)" if len(exc.errors()) > 3 else ""
     return f"{source}: " + "; ".join(parts) + more
