@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from deploykit.errors import UserInputError
 
@@ -124,6 +124,12 @@ class ExportConfig(_Strict):
     simplify: bool = True
     exporters: list[Literal["dynamo", "torchscript"]] = Field(default_factory=lambda: ["dynamo", "torchscript"])
     seed: Int = Field(default=0, ge=0, le=SEED_MAX)
+    # Where the fields came from (a file path, or "defaults of 'se' with flags"), for errors found later.
+    _origin: str = PrivateAttr(default="<config>")
+
+    @property
+    def origin(self) -> str:
+        return self._origin
 
     @field_validator("output_name")
     @classmethod
@@ -193,9 +199,11 @@ def parse_config(data, source: str = "<config>") -> ExportConfig:
     if not isinstance(data, dict):
         raise UserInputError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}")
     try:
-        return ExportConfig.model_validate(data)
+        config = ExportConfig.model_validate(data)
     except ValidationError as exc:
         raise UserInputError(_format_validation_error(source, exc)) from None
+    config._origin = source
+    return config
 
 
 def load_config(path: str | Path) -> ExportConfig:

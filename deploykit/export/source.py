@@ -55,13 +55,14 @@ def build_modules(config) -> SourceModules:
     except UserInputError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of the authors' constructor means args it cannot take
-        raise UserInputError(f"block '{src.block}' cannot be built with args {src.args}: {type(exc).__name__}: {exc}",
-                             hint="fix source.args in the export config") from None
+        raise UserInputError(f"{config.origin}: block '{src.block}' cannot be built with source.args {src.args}: "
+                             f"{type(exc).__name__}: {exc}", hint="fix source.args in the export config") from None
     exported, weights = weights_and_twin(reference, lambda: blocks.create(src.block, "safe", **src.args), config)
     channels = spec.input_shape(**src.args)[0]
     if config.input.channels is not None and config.input.channels != channels:
         raise UserInputError(
-            f"input.channels is {config.input.channels} but block '{src.block}' with args {src.args} takes {channels}",
+            f"{config.origin}: input.channels is {config.input.channels} but block '{src.block}' with args "
+            f"{src.args} takes {channels}",
             hint=f"set input.channels to {channels} or change source.args.{spec.channels_arg}",
         )
     return SourceModules(exported, reference, channels, weights)

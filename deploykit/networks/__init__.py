@@ -84,14 +84,17 @@ def build_network_modules(config):
     src, inp = config.source, config.input
     net = spec(src.network)
     if inp.channels not in (None, 3):
-        raise UserInputError(f"input.channels is {inp.channels} but network '{src.network}' takes RGB images",
-                             hint="set input.channels to 3")
+        raise UserInputError(f"{config.origin}: input.channels is {inp.channels} but network '{src.network}' takes "
+                             "RGB images", hint="set input.channels to 3")
     if net.fixed_input_size and (inp.height.dynamic or inp.width.dynamic
                                  or (inp.height.opt, inp.width.opt) != net.input_size):
         h, w = net.input_size
-        raise UserInputError(f"network '{src.network}' only accepts {h}x{w} inputs: its local branch crops at "
-                             f"fixed sizes", hint=f"use --size {h}x{w} without --dynamic-hw")
-    reference = create(src.network, "reference", **src.args)
+        raise UserInputError(f"{config.origin}: network '{src.network}' only accepts {h}x{w} inputs: its local "
+                             "branch crops at fixed sizes", hint=f"use --size {h}x{w} without --dynamic-hw")
+    try:
+        reference = create(src.network, "reference", **src.args)
+    except UserInputError as exc:
+        raise UserInputError(f"{config.origin}: {exc.message}", hint=exc.hint) from None
     exported, weights = weights_and_twin(reference, lambda: create(src.network, "safe", **src.args), config,
                                          load_checkpoint=load_checkpoint)
     return SourceModules(exported, reference, 3, weights)

@@ -61,6 +61,7 @@ def test_channels_that_do_not_fit_the_block(cli, tmp_path):
     result = cli("export", "--config", str(path), "--out", str(tmp_path / "m"))
     assert result.exit_code == 2
     assert "input.channels is 48" in result.stderr and "set input.channels to 32" in result.stderr
+    assert f"{path}: input.channels" in result.stderr   # the file the field is in
 
 
 def test_unwritable_output_directory(cli, tmp_path):
@@ -280,7 +281,7 @@ def test_constructor_failures_are_config_errors(cli, tmp_path, args_text, words)
     result = cli("export", "--config", str(path), "--out", str(tmp_path / "m"))
     error = result.stderr.strip().splitlines()[-1]   # after the progress lines of the stages that ran
     assert result.exit_code == 2 and "Traceback" not in result.stderr and error.startswith("error: ")
-    assert all(w in error for w in words), result.stderr
+    assert all(w in error for w in words) and error.startswith(f"error: {path}: "), result.stderr
 
 
 def test_a_checkpoint_that_is_not_a_state_dict(cli, tmp_path):
