@@ -30,31 +30,26 @@ def _parse_size(value: str) -> tuple[int, int]:
 def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights, no_simplify,
                  model=None):
     """The export config: the file (or the block's or network's default), then the flags on top."""
-    from deploykit.export.config import default_config, find_config_dir, load_config, parse_config
+    from deploykit.export.config import default_config, load_config, parse_config
 
     if block and model:
         raise click.UsageError("--block and --model exclude each other; pass one of them")
     if config_path:
-        config, origin = load_config(config_path), str(config_path)
+        config = load_config(config_path)
         kind, name = ("block", config.source.block) if config.source.block else ("network", config.source.network)
         for flag, flag_kind, value in (("--block", "block", block), ("--model", "network", model)):
             if value and (flag_kind, value) != (kind, name):
-                raise UserInputError(f"{flag} {value} contradicts {origin}, which exports the {kind} '{name}'",
+                raise UserInputError(f"{flag} {value} contradicts {config.origin}, which exports the {kind} '{name}'",
                                      hint=f"pass only one of {flag} and --config")
     elif block:
         config = default_config(block)
-        folder = find_config_dir()
-        origin = (str(folder / f"{block}.yaml") if folder is not None and (folder / f"{block}.yaml").is_file()
-                  else f"the registry defaults of '{block}'")
     elif model:
         from deploykit.networks import default_config as network_config
 
         config = network_config(model)
-        folder = find_config_dir()
-        origin = (str(folder / f"{model}.yaml") if folder is not None and (folder / f"{model}.yaml").is_file()
-                  else f"the registry defaults of '{model}'")
     else:
         raise click.UsageError("pass --block NAME, --model NAME or --config FILE")
+    origin = config.origin   # the file, or the registry defaults, the fields come from
     data = config.model_dump(mode="json")
     if variant:
         data["source"]["variant"] = variant
@@ -78,7 +73,8 @@ def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, pr
         data["precisions"] = list(dict.fromkeys(precisions))
     if no_simplify:
         data["simplify"] = False
-    return parse_config(data, config_path or f"defaults of '{block or model}' with flags")
+    flags = any(v for v in (variant, weights, opset, batch, size, dynamic_hw, precisions, no_simplify))
+    return parse_config(data, f"{origin} with the flags" if flags else origin)
 
 
 def _is_range(dim: dict) -> bool:

@@ -206,6 +206,27 @@ def parse_config(data, source: str = "<config>") -> ExportConfig:
     return config
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_key_loader():
+    """yaml's SafeLoader, except that a key given twice in one mapping is an error (it would keep the last)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise _DuplicateKey(f"'{key}' is given twice at line {key_node.start_mark.line + 1}")
+                seen.add(key)
+            return super().construct_mapping(node, deep=deep)
+
+    return Loader
+
+
 def load_config(path: str | Path) -> ExportConfig:
     """Read and validate a YAML export config."""
     import yaml
@@ -214,7 +235,9 @@ def load_config(path: str | Path) -> ExportConfig:
     if not path.is_file():
         raise UserInputError(f"config '{path}' does not exist", hint="pass an existing YAML file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())
+    except _DuplicateKey as exc:
+        raise UserInputError(f"{path}: {exc}", hint="keep one of them") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -162,3 +162,19 @@ def test_the_largest_seed_and_float_tolerances_from_integers_are_accepted(tmp_pa
 def test_bad_seed_names_the_config_and_does_not_crash(tmp_path):
     with pytest.raises(UserInputError, match=r"cfg\.yaml: seed: "):
         flags(write(tmp_path, GOOD + "seed: -1\n"))
+
+
+def test_a_key_given_twice_is_an_error_not_the_last_one_silently(cli, tmp_path):
+    path = write(tmp_path, GOOD + "opset: 18\nopset: 17\n")
+    result = cli("export", "--config", str(path), "--out", str(tmp_path / "m"))
+    assert result.exit_code == 2
+    assert one_line(result) == f"error: {path}: 'opset' is given twice at line 6 (keep one of them)"
+    nested = write(tmp_path, GOOD.replace("args: {channels: 32}", "args: {channels: 32, channels: 16}"))
+    assert "'channels' is given twice at line 2" in one_line(cli("export", "--config", str(nested)))
+
+
+def test_an_error_caused_by_a_flag_says_the_flags_were_applied(cli, tmp_path):
+    path = write(tmp_path, GOOD)
+    result = cli("export", "--config", str(path), "--batch", "1:8:4", "--out", str(tmp_path / "m"))
+    assert result.exit_code == 2
+    assert one_line(result).startswith(f"error: {path} with the flags: input.batch: ")
