@@ -48,7 +48,7 @@ class ShapeParity:
     def as_dict(self) -> dict:
         c = self.comparison
         return {"shape": list(self.shape), "passed": bool(c), "max_abs": c.max_abs, "max_rel": c.max_rel,
-                "cosine": min((o.cosine for o in c.outputs), default=float("nan")),
+                "cosine": float(np.min([o.cosine for o in c.outputs])) if c.outputs else float("nan"),
                 "reason": "; ".join(o.reason for o in c.outputs if o.reason)}
 
 
