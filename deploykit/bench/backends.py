@@ -112,6 +112,10 @@ class TorchEager(BenchBackend):
         self.x = None
 
 
+# Batch sizes one torch.compile backend may specialise for; `deploykit bench --batch` takes at most this many.
+RECOMPILE_LIMIT = 256
+
+
 class TorchCompiled(TorchEager):
     """torch.compile of the twin; dynamic=False so every batch size gets its own specialised kernels (the
     best case for torch.compile), compiled on the first call at that size, outside the timed calls."""
@@ -123,11 +127,11 @@ class TorchCompiled(TorchEager):
         self.name = "torch-compile"
         self.label = "torch.compile" if backend == "inductor" else f"torch.compile ({backend})"
         self.compile_backend = backend
-        # Each batch size compiles once; lift the recompile limit so a long --batch list never falls back to eager.
-        try:
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        except AttributeError:  # the config knob moved; the default limit (8 sizes) still holds most runs
-            pass
+        # Each batch size compiles once; lift the recompile limit (8 by default) so that a long --batch list
+        # never falls back to eager while its rows still say torch.compile.
+        for knob in ("recompile_limit", "cache_size_limit"):   # the name changed across releases
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), RECOMPILE_LIMIT))
         self.compiled = torch.compile(self.module, backend=backend, mode=mode, dynamic=False)
 
     def prepare(self, x: np.ndarray) -> None:

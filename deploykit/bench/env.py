@@ -103,6 +103,10 @@ def _own_cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+# Below this much timed wall time, /proc/stat's 10 ms ticks cannot say how busy other processes were.
+MIN_JUDGED_SECONDS = 0.5
+
+
 class LoadMonitor:
     """Accumulates, over the stretches between start() and stop(), the cores other processes kept busy."""
 
@@ -121,21 +125,26 @@ class LoadMonitor:
             return
         t0, busy0, own0 = self._mark
         self.wall += time.perf_counter() - t0
-        self.other += max(0.0, (_machine_busy_seconds() - busy0) - (_own_cpu_seconds() - own0))
+        # Both counters tick every 10 ms, so one short stretch can read far off either way; the signed sum over
+        # all stretches averages that out (clipping each stretch at 0 would only ever add).
+        self.other += (_machine_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)
         self._mark = None
 
     @property
     def other_cores(self) -> float | None:
         """Average number of cores busy with other processes while measuring (None when unknown)."""
-        if not self.available or self.wall <= 0:
+        if not self.available or self.wall < MIN_JUDGED_SECONDS:
             return None
-        return self.other / self.wall
+        return max(0.0, self.other / self.wall)
 
     def verdict(self, cores: int) -> str:
         """A one-line note for results tables: quiet, or loaded and by how much."""
         other = self.other_cores
-        if other is None:
+        if not self.available:
             return "background load unknown (no /proc/stat)"
+        if other is None:
+            return (f"background load not judged: {self.wall:.2f} s of timed calls is too short for the kernel's "
+                    f"10 ms CPU accounting (at least {MIN_JUDGED_SECONDS:g} s needed)")
         share = other / max(cores, 1)
         state = "QUIET" if share < 0.1 else "LOADED"
         return (f"{state}: other processes kept {other:.2f} of {cores} cores busy on average during the "

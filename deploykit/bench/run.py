@@ -153,8 +153,9 @@ def _bench_batch(source, settings, batch, backends, monitor, log) -> list[BenchR
     from deploykit.compare import compare_outputs
     from deploykit.export.verify import make_input
 
-    x = make_input((batch, source.channels, source.height, source.width), settings.seed)
-    expected = source.expected(x)
+    x32 = make_input((batch, source.channels, source.height, source.width), settings.seed)
+    expected = source.expected(x32)   # PyTorch's reference runs in fp32 whatever the graph takes
+    x = x32.astype(source.input_dtype, copy=False)
     against = "PyTorch reference (fp32, CPU)" if expected is not None else None
     rows: list[BenchRow] = []
     live: list[tuple[BenchBackend, BenchRow]] = []

@@ -35,6 +35,7 @@ class BenchSource:
         input_name, output_names: graph I/O names (from the config, or the ONNX file).
         onnx_file: the ONNX file given by the user (kind "onnx").
         fixed_batch: the graph's static batch size, when it has one.
+        input_dtype: the graph input's element type (numpy name); the timed input is fed in it.
     """
 
     kind: str
@@ -51,6 +52,7 @@ class BenchSource:
     output_names: list[str] = field(default_factory=lambda: ["output"])
     onnx_file: Path | None = None
     fixed_batch: int | None = None
+    input_dtype: str = "float32"
     _workdir: Path | None = None
     _onnx: Path | None = None
     _onnx_error: str | None = None
@@ -158,8 +160,10 @@ def from_network(name: str, batches, size: tuple[int, int] | None = None) -> Ben
     return _from_config("network", name, networks.default_config(name), batches, size)
 
 
-def from_onnx(path: str | Path, size: tuple[int, int] | None = None) -> BenchSource:
+def from_onnx(path: str | Path, size: tuple[int, int] | None = None, batches=()) -> BenchSource:
     """An ONNX file; PyTorch is rebuilt from its deploykit manifest when one lies beside it."""
+    import onnx
+
     from deploykit.compare import Tolerance
     from deploykit.validate.core import load_model, read_manifest
 
@@ -170,11 +174,23 @@ def from_onnx(path: str | Path, size: tuple[int, int] | None = None) -> BenchSou
     dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4:
         raise UserInputError(f"'{path}': input '{graph_inputs[0].name}' has rank {len(dims)}; bench expects NCHW")
+    name = graph_inputs[0].name
+    elem = graph_inputs[0].type.tensor_type.elem_type
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else None
+    if dtype is None or dtype.kind != "f":
+        raise UserInputError(f"'{path}': input '{name}' is {onnx.TensorProto.DataType.Name(elem)}; deploykit bench "
+                             "feeds image tensors, so it needs a float input", hint="bench a float-input model")
+    if dims[0] and batches and dims[0] not in batches:
+        raise UserInputError(f"'{path}' fixes the batch of input '{name}' at {dims[0]}; --batch asks for "
+                             f"{', '.join(map(str, batches))}", hint=f"pass --batch {dims[0]}, or export with a dynamic batch")
+    if size is not None and any(d and d != s for d, s in zip(dims[2:], size)):
+        raise UserInputError(f"'{path}' fixes the size of input '{name}' at {dims[2] or '?'}x{dims[3] or '?'}; "
+                             f"--size asks for {size[0]}x{size[1]}", hint="drop --size, or export with dynamic H/W")
     output_names = [o.name for o in model.graph.output]
     manifest = read_manifest(path)
     source = BenchSource(kind="onnx", name=str(path), channels=0, height=0, width=0, variant=None,
-                         input_name=graph_inputs[0].name, output_names=output_names, onnx_file=path,
-                         fixed_batch=dims[0])
+                         input_name=name, output_names=output_names, onnx_file=path, fixed_batch=dims[0],
+                         input_dtype=dtype.name)
     config = None
     if manifest and "config" in manifest:
         from deploykit.export.config import parse_config

@@ -31,7 +31,36 @@ def _parse_batches(value: str) -> tuple[int, ...]:
     if not sizes or min(sizes) <= 0:
         raise click.BadParameter(f"'{value}' is not a comma-separated list of positive integers, e.g. 1,8,32",
                                  param_hint="--batch")
+    from deploykit.bench.backends import RECOMPILE_LIMIT
+
+    if len(sizes) > RECOMPILE_LIMIT:
+        raise click.BadParameter(f"{len(sizes)} batch sizes; at most {RECOMPILE_LIMIT}", param_hint="--batch")
     return sizes
+
+
+def _check_output_file(path: str | None, flag: str) -> None:
+    """Fail before minutes of benchmarking, not after, when a results file cannot be written."""
+    import os
+    from pathlib import Path
+
+    from deploykit.errors import UserInputError
+
+    if not path:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UserInputError(f"{flag} {path} is a directory", hint=f"pass {flag} with a file path")
+    existing = next(p for p in (target.parent, *target.parent.parents) if p.exists())  # missing ones are created
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserInputError(f"{flag} {path}: '{existing}' is not a directory this user can write in",
+                             hint=f"pass {flag} with a path under a writable directory")
+
+
+def _max_threads() -> int:
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 4 * cores   # beyond this the run only measures the scheduler
 
 
 def _resolve_device(device: str) -> str:
@@ -62,7 +91,8 @@ def _resolve_device(device: str) -> str:
 @click.option("--iters", type=click.IntRange(1), default=100, show_default=True, help="Timed calls per backend and batch.")
 @click.option("--rounds", type=click.IntRange(1), default=1, show_default=True,
               help="Interleave the timed calls across backends in N rounds (fairer under fluctuating load).")
-@click.option("--threads", type=click.IntRange(1), help="Intra-op threads for every backend (default: PyTorch's).")
+@click.option("--threads", type=click.IntRange(1, _max_threads()),
+              help="Intra-op threads for every backend (default: PyTorch's; at most 4 per usable core).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto picks cuda when PyTorch sees a GPU.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True,
@@ -91,6 +121,8 @@ def bench(onnx_model, block, network, backends, batches, size, warmup, iters, ro
     hw = _parse_size(size) if size else None
     if plot_path:  # fail before minutes of benchmarking, not after
         require("matplotlib", extra="bench", purpose="--plot")
+    _check_output_file(csv_path, "--csv")
+    _check_output_file(plot_path, "--plot")
 
     from deploykit.bench import source as sources
     from deploykit.bench.run import BenchSettings, run_bench
@@ -103,17 +135,34 @@ def bench(onnx_model, block, network, backends, batches, size, warmup, iters, ro
     elif network:
         src = sources.from_network(network, batch_sizes, hw)
     else:
-        src = sources.from_onnx(onnx_model, hw)
+        src = sources.from_onnx(onnx_model, hw, batch_sizes)
+    from deploykit.machine import check_input_fits
+
+    check_input_fits([(b, src.channels, src.height, src.width) for b in batch_sizes], what="benchmarking",
+                     hint="lower the largest --batch or the --size")
     settings = BenchSettings(backends=backend_names, batches=batch_sizes, warmup=warmup, iters=iters,
                              rounds=rounds, threads=threads, device=dev, seed=seed)
     try:
         result = run_bench(src, settings, log=progress.info)
     finally:
         src.close()
-    if csv_path:
-        result.write_csv(csv_path)
-    if plot_path:
-        result.plot(plot_path)
+    if not any(r.stats for r in result.rows) and result.passed:
+        # Every row skipped: batch sizes the graph refuses are caught before running, so what is left is
+        # backends this machine cannot run (TensorRT or CUDA without a GPU).
+        from deploykit.errors import MissingDependency
+
+        reasons = "; ".join(dict.fromkeys(f"{r.label}: {r.reason}" for r in result.rows if r.reason))
+        raise MissingDependency(f"nothing was measured: {reasons or 'no backend ran'}",
+                                hint="add a backend this machine can run, e.g. --backends ort")
+    try:
+        if csv_path:
+            result.write_csv(csv_path)
+        if plot_path:
+            result.plot(plot_path)
+    except OSError as exc:
+        from deploykit.errors import UserInputError
+
+        raise UserInputError(f"could not write the results: {exc}", hint="pass --csv/--plot paths you can write")
     if as_json:
         echo_json(result.as_dict())
     else:

@@ -24,6 +24,7 @@ from deploykit import __version__
 from deploykit.compare import Tolerance
 from deploykit.errors import CheckFailed, UserInputError
 from deploykit.export.config import ExportConfig
+from deploykit.machine import check_input_fits
 from deploykit.repository import (
     MANIFEST_NAME, TensorSpec, atomic_write_json, atomic_write_text, check_model_name, config_pbtxt, sha256_file,
     version_dirs,
@@ -32,9 +33,6 @@ from deploykit.repository import (
 REPORT_NAME = "export_report.md"
 # A failed run reports beside the models without replacing the report of the models that are in place.
 FAILED_REPORT_NAME = "export_report.failed.md"
-# Verification holds the input, PyTorch's and ONNX Runtime's outputs and their intermediates at the largest
-# shape at once: an input over this share of the machine's memory cannot be verified.
-MAX_INPUT_SHARE_OF_MEMORY = 1 / 8
 # Simplified vs unsimplified graphs run the same kernels on the same inputs: they must agree far more
 # tightly than either agrees with PyTorch.
 SIMPLIFY_TOLERANCE = Tolerance(atol=1e-5, rtol=1e-5)
@@ -338,7 +336,8 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
     if inp.width.dynamic:
         dyn[3] = ("width", inp.width.lo, inp.width.hi)
     shapes = verification_shapes(config, mods.channels)
-    _check_memory(shapes)
+    check_input_fits(shapes, what="verifying",
+                     hint="lower the largest batch with --batch or the input size with --size")
     # torch.export specialises dims of size 0/1, so the example batch is at least 2 when the batch is dynamic.
     example_batch = max(inp.batch.opt, 2) if 0 in dyn else inp.batch.opt
     example = torch.from_numpy(make_input((example_batch, mods.channels, inp.height.opt, inp.width.opt), config.seed))
@@ -485,23 +484,6 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
         raise CheckFailed(f"{', '.join(failed)} graph failed parity with PyTorch "
                           f"(max abs {status.parity[failed[0]].max_abs:.3g}); it was not written",
                           hint="loosen its tolerance in the config only if the error is acceptable")
-
-
-def _check_memory(shapes) -> None:
-    """Refuse, before any work, verification shapes whose input alone would crowd out the machine's memory."""
-    import math
-
-    try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # not a POSIX system: the MemoryError handler still applies
-        return
-    largest = max(shapes, key=math.prod)
-    need = math.prod(largest) * 4
-    if need > memory * MAX_INPUT_SHARE_OF_MEMORY:
-        raise UserInputError(
-            f"verifying at {'x'.join(map(str, largest))} needs {need / 2**30:.1f} GiB for the fp32 input alone, "
-            f"and the outputs and intermediates several times that; this machine has {memory / 2**30:.1f} GiB",
-            hint="lower the largest batch with --batch or the input size with --size")
 
 
 def _verification_data(reference, shapes, config) -> tuple[dict, dict]:

@@ -241,3 +241,75 @@ def test_bench_help_and_import_do_not_import_torch():
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "--backends" in proc.stdout and "--plot" in proc.stdout
+
+
+def _conv_model(path, *, batch, hw, elem=None):
+    """A 1x1 convolution over 2 channels with the given (None: symbolic) batch and H/W, written to `path`."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = elem or TensorProto.FLOAT
+    dims = [batch if batch else "n", 2, *(hw if hw else ("h", "w"))]
+    w = numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+                               helper.make_node("Conv", ["xf", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", elem, dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10), str(path))
+    return str(path)
+
+
+def _must_not_run(monkeypatch):
+    from deploykit.bench import run
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the benchmark ran although its input was unusable")
+
+    monkeypatch.setattr(run, "run_bench", must_not_run)
+
+
+@pytest.mark.parametrize("case,args,words", [
+    ("fixed batch", ("--batch", "1,4"), ["fixes the batch of input 'x' at 2", "--batch 2"]),
+    ("fixed size", ("--batch", "2", "--size", "16x16"), ["fixes the size of input 'x' at 8x8", "drop --size"]),
+])
+def test_onnx_dims_the_graph_fixes_are_checked_before_running(cli, tmp_path, monkeypatch, case, args, words):
+    model = _conv_model(tmp_path / "fixed.onnx", batch=2, hw=(8, 8))
+    _must_not_run(monkeypatch)
+    result = cli("bench", model, "--backends", "ort", *args, "--iters", "1", "--warmup", "0")
+    assert result.exit_code == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+    assert all(w in result.stderr for w in words), result.stderr
+
+
+def test_fp16_input_graph_is_fed_fp16_and_an_int_input_is_refused(cli, tmp_path, monkeypatch):
+    from onnx import TensorProto
+
+    half = _conv_model(tmp_path / "half.onnx", batch=None, hw=None, elem=TensorProto.FLOAT16)
+    result = cli("bench", half, "--backends", "ort", "--batch", "1", *FAST, "--json")
+    assert result.exit_code == 0, result.stderr
+    (row,) = _rows(result.json(), "onnxruntime-cpu")
+    assert row["status"] == "unverified" and row["latency_ms"] is not None
+    ints = _conv_model(tmp_path / "int.onnx", batch=None, hw=None, elem=TensorProto.INT64)
+    result = cli("bench", ints, "--backends", "ort", "--batch", "1", *FAST)
+    assert result.exit_code == 2 and "needs a float input" in result.stderr
+
+
+def test_unwritable_results_paths_and_oversized_inputs_fail_before_running(cli, tmp_path, monkeypatch):
+    _must_not_run(monkeypatch)
+    (tmp_path / "afile").write_text("x")
+    result = cli("bench", "--block", "se", "--backends", "ort", "--csv", str(tmp_path / "afile" / "x.csv"))
+    assert result.exit_code == 2 and "not a directory this user can write in" in result.stderr
+    result = cli("bench", "--block", "se", "--backends", "ort", "--plot", str(tmp_path))
+    assert result.exit_code == 2 and "is a directory" in result.stderr
+    result = cli("bench", "--block", "se", "--backends", "ort", "--batch", "1000000", "--size", "64x64", "--json")
+    assert result.exit_code == 2 and "GiB for the input alone" in result.json()["error"]
+
+
+def test_nothing_measured_is_not_a_success(cli, no_tensorrt):
+    result = cli("bench", "--block", "se", "--backends", "trt", "--batch", "1", *FAST, "--json")
+    assert result.exit_code == 3
+    assert "nothing was measured" in result.json()["error"] and "TensorRT" in result.json()["error"]
+
+
+def test_threads_are_bounded_by_the_cores(cli):
+    result = cli("bench", "--block", "se", "--threads", "100000")
+    assert result.exit_code == 2 and "--threads" in result.stderr
