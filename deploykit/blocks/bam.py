@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deploykit.blocks.common import bottleneck_width
+
 
 class Flatten(nn.Module):
     """(B, ...) -> (B, -1), with the batch read from the tensor as in the official code."""
@@ -62,7 +64,7 @@ class ChannelGate(nn.Module):
         super().__init__()
         self.gate_c = nn.Sequential()
         self.gate_c.add_module("flatten", Flatten())
-        widths = [gate_channel] + [gate_channel // reduction_ratio] * num_layers + [gate_channel]
+        widths = [gate_channel] + [bottleneck_width(gate_channel, reduction_ratio)] * num_layers + [gate_channel]
         for i in range(len(widths) - 2):
             self.gate_c.add_module(f"gate_c_fc_{i}", nn.Linear(widths[i], widths[i + 1]))
             self.gate_c.add_module(f"gate_c_bn_{i + 1}", nn.BatchNorm1d(widths[i + 1]))
@@ -89,7 +91,7 @@ class SpatialGate(nn.Module):
     def __init__(self, gate_channel: int, reduction_ratio: int = 16, dilation_conv_num: int = 2,
                  dilation_val: int = 4):
         super().__init__()
-        mid = gate_channel // reduction_ratio
+        mid = bottleneck_width(gate_channel, reduction_ratio)
         self.gate_s = nn.Sequential()
         self.gate_s.add_module("gate_s_conv_reduce0", nn.Conv2d(gate_channel, mid, kernel_size=1))
         self.gate_s.add_module("gate_s_bn_reduce0", nn.BatchNorm2d(mid))

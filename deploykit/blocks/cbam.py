@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deploykit.blocks.common import bottleneck_width
+
 POOL_TYPES = ("avg", "max", "lp", "lse")
 SPATIAL_KERNEL = 7  # fixed in the official SpatialGate
 
@@ -98,9 +100,9 @@ class ChannelGate(nn.Module):
         self.gate_channels = gate_channels
         self.mlp = nn.Sequential(
             Flatten(),
-            nn.Linear(gate_channels, gate_channels // reduction_ratio),
+            nn.Linear(gate_channels, bottleneck_width(gate_channels, reduction_ratio)),
             nn.ReLU(),
-            nn.Linear(gate_channels // reduction_ratio, gate_channels),
+            nn.Linear(bottleneck_width(gate_channels, reduction_ratio), gate_channels),
         )
         self.pool_types = pool_types
 

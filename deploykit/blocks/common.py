@@ -7,6 +7,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def bottleneck_width(channels: int, ratio: int) -> int:
+    """C // r, the hidden width of a reduction MLP; the authors' code would build a 0-wide layer that fails at
+    the first forward (or divide by zero), so such arguments are refused when the block is built."""
+    if ratio < 1 or channels // ratio < 1:
+        raise ValueError(f"reduction ratio {ratio} leaves no hidden channels for {channels} channels: "
+                         f"it must be between 1 and {channels}")
+    return channels // ratio
+
+
 def linear_as_conv1x1(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """Apply a token-wise nn.Linear to an NCHW tensor as a 1x1 convolution (no layout change, same weights)."""
     return F.conv2d(x, linear.weight[:, :, None, None], linear.bias)

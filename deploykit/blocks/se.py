@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deploykit.blocks.common import global_avg_pool
+from deploykit.blocks.common import bottleneck_width, global_avg_pool
 
 
 class SEModule(nn.Module):
@@ -31,9 +31,10 @@ class SEModule(nn.Module):
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
-        self.fc1 = nn.Conv2d(channels, channels // reduction, kernel_size=1, padding=0)
+        hidden = bottleneck_width(channels, reduction)
+        self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, padding=0)
         self.relu = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(channels // reduction, channels, kernel_size=1, padding=0)
+        self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, padding=0)
         self.sigmoid = nn.Sigmoid()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -80,6 +80,8 @@ def test_fresh_layer_scales_by_sigmoid_one_and_shuffles(cls):
     (90, 15, (9, 4)),        # odd number of groups
     (256, 16, (9, 7)),       # K = 8
     (1024, 32, (5, 6)),      # K = 16, SA-ResNet-50 layer4's K
+    (256, 64, (1, 1)),       # a 1x1 map (SA-ResNet-50's layer4 at a 32x32 input): GroupNorm gives 0
+    (1024, 32, (1, 3)),
 ])
 def test_reference_and_twin_equal_the_official_computation(channel, groups, size):
     ref, safe = _pair(channel, groups)

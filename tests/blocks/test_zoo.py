@@ -119,3 +119,16 @@ def test_twin_exports_with_dynamic_batch_and_spatial_size(tmp_path, name, overri
         with torch.no_grad():
             safe_out = safe(xb).numpy()
         np.testing.assert_allclose(actual, safe_out, rtol=1e-4, atol=1e-4 * float(np.abs(safe_out).max()))
+
+
+@pytest.mark.parametrize("name,args", [
+    ("se", {"channels": 8, "reduction": 16}),
+    ("se", {"channels": 64, "reduction": 0}),
+    ("cbam", {"gate_channels": 8, "reduction_ratio": 16}),
+    ("bam", {"gate_channel": 8, "reduction_ratio": 16}),
+])
+def test_a_reduction_that_leaves_no_hidden_channels_is_refused_when_built(name, args):
+    # The authors' modules would build a 0-wide layer that fails at the first forward (or divide by zero).
+    for variant in ("reference", "safe"):
+        with pytest.raises(ValueError, match="leaves no hidden channels"):
+            blocks.create(name, variant, **args)
