@@ -52,8 +52,8 @@ def build_modules(config) -> SourceModules:
     spec = blocks.spec(src.block)
     try:
         reference = blocks.create(src.block, "reference", **src.args)
-    except UserInputError:
-        raise
+    except UserInputError as exc:   # arguments the constructor's signature rejects
+        raise UserInputError(f"{config.origin}: {exc.message}", hint=exc.hint) from None
     except Exception as exc:  # noqa: BLE001 - any failure of the authors' constructor means args it cannot take
         raise UserInputError(f"{config.origin}: block '{src.block}' cannot be built with source.args {src.args}: "
                              f"{type(exc).__name__}: {exc}", hint="fix source.args in the export config") from None

@@ -274,7 +274,8 @@ def test_a_file_where_a_model_or_version_goes(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args_text,words", [
-    ("{channels: 32, reduction: 0}", ["ZeroDivisionError", "source.args"]),
+    ("{channels: 32, reduction: 0}", ["leaves no hidden channels", "source.args"]),
+    ("{channels: 32, reduction: 2.5}", ["bad constructor arguments", "2.5"]),
 ])
 def test_constructor_failures_are_config_errors(cli, tmp_path, args_text, words):
     path = write(tmp_path, GOOD.replace("args: {channels: 32}", f"args: {args_text}"))
