@@ -200,18 +200,21 @@ def _install(staged: list[_Staged]) -> None:
                     os.replace(new, target)
         except BaseException:
             for target, aside in reversed(undo):
-                if target.is_dir():
-                    shutil.rmtree(target, ignore_errors=True)
-                else:
-                    target.unlink(missing_ok=True)
+                _remove(target)
                 if aside is not None:
                     os.replace(aside, target)
             raise
         for _, aside in undo:
-            if aside is not None and aside.is_dir():
-                shutil.rmtree(aside, ignore_errors=True)
-            elif aside is not None:
-                aside.unlink(missing_ok=True)
+            if aside is not None:
+                _remove(aside)
+
+
+def _remove(path: Path) -> None:
+    """Delete a version directory or a file (config.pbtxt, a stray version file); nothing if absent."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
