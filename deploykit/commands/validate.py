@@ -88,14 +88,14 @@ def _print_table(report) -> None:
     from deploykit.validate.report import rows
 
     counts = report.counts()
-    title = (f"validate {report.path}: {'PASSED' if report.passed else 'FAILED'} ({counts['errors']} failed, "
-             f"{counts['warnings']} warnings)")
+    title = (f"validate {report.path}: {report.verdict} ({counts['errors']} failed, "
+             f"{counts['warnings']} warnings, {counts['skipped']} skipped)")
     table = Table(title=title, show_lines=False)
     table.add_column("check", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("detail", overflow="fold", ratio=3)
     table.add_column("fix", overflow="fold", ratio=2)
-    style = {"pass": "green", "FAIL": "bold red", "warn": "yellow", "note": "cyan"}
+    style = {"pass": "green", "FAIL": "bold red", "warn": "yellow", "note": "cyan", "skip": "dim"}
     current = None
     for category, name, status, detail, fix in rows(report):
         if category != current:  # one section per category: structure, tensorrt, numerics, fp16

@@ -24,7 +24,7 @@ import numpy as np
 from deploykit.errors import DeployKitError, MissingDependency, UserInputError
 from deploykit.repository import MODEL_NAME_RE, version_dirs
 from deploykit.serve.model_config import data_type_name, load_config
-from deploykit.serve.protocol import DATATYPES, InferRequest, ProtocolError, triton_to_kserve
+from deploykit.serve.protocol import DATATYPES, InferRequest, ProtocolError, is_decimal, triton_to_kserve
 from deploykit.serve.scheduler import Scheduler, Stats
 from deploykit.serve.settings import ServeSettings
 
@@ -245,7 +245,7 @@ class Repository:
                                 status=404)
         if version is None or version == "":
             return model.versions[max(model.versions)]
-        if not version.isdigit() or len(version) > 18:
+        if not is_decimal(version):  # ASCII digits only: str.isdigit takes '²' and '٢' too
             raise ProtocolError(f"'{version[:40]}' is not a valid version (a positive integer)")
         loaded = model.versions.get(int(version))
         if loaded is None:
@@ -362,7 +362,7 @@ def _load_model(model_dir: Path, settings: ServeSettings, runner_factory: Runner
             path = model_dir / str(version) / filename
             if not path.is_file():
                 raise UserInputError(f"version {version} has no {filename}")
-            runner = runner_factory(platform, path, settings)
+            runner = _open_runner(runner_factory, platform, path, settings, version)
             stats = Stats()
             scheduler = Scheduler(runner.infer, batching=batching, max_batch=max_group, max_delay_s=delay_us / 1e6,
                                   instances=instances, max_queue=settings.max_queue, stats=stats,
@@ -373,6 +373,25 @@ def _load_model(model_dir: Path, settings: ServeSettings, runner_factory: Runner
         _release(model)
         raise
     return model
+
+
+def _open_runner(runner_factory: RunnerFactory, platform: str, path: Path, settings: ServeSettings, version: int):
+    """The version's activated runner. A file the runtime refuses (garbage bytes, external data outside the
+    model's folder, an op it lacks) is unusable input, said in one line, not the runtime's traceback."""
+    import re
+
+    try:
+        return runner_factory(platform, path, settings)
+    except DeployKitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - ONNX Runtime and TensorRT raise their own exception types
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*\w+\s*:\s*", "", text)
+        runtime = "ONNX Runtime" if platform == ONNX else "TensorRT"
+        raise UserInputError(f"version {version}: {runtime} cannot load {path.name}: {type(exc).__name__}: "
+                             f"{text[:300]}",
+                             hint="re-export the model, or copy it and its external data whole into the "
+                                  "version folder") from None
 
 
 def _check_runner(model: Model, runner, version: int) -> None:

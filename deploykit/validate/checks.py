@@ -25,6 +25,8 @@ class Check:
         data: structured facts for --json (numbers, node names, versions).
         category: structure, tensorrt, numerics or fp16.
         fix: what to do about it, when something can be done.
+        skipped: the check did not run (no reference to compare with, --no-run): it neither passes nor
+            fails, and is counted apart so a skipped comparison never reads as a proven one.
     """
 
     name: str
@@ -34,10 +36,13 @@ class Check:
     data: dict | None = None
     category: str = "structure"
     fix: str | None = None
+    skipped: bool = False
 
     def as_dict(self) -> dict:
         d = {"name": self.name, "passed": self.passed, "detail": self.detail, "severity": self.severity,
              "category": self.category}
+        if self.skipped:
+            d["skipped"] = True
         if self.fix:
             d["fix"] = self.fix
         if self.data is not None:
@@ -46,7 +51,9 @@ class Check:
 
     @property
     def status(self) -> str:
-        """"pass", "FAIL" (a failed error), "warn" or "note" (a failed warning or info)."""
+        """"pass", "skip", "FAIL" (a failed error), "warn" or "note" (a failed warning or info)."""
+        if self.skipped:
+            return "skip"
         if self.passed:
             return "pass"
         return {"error": "FAIL", "warning": "warn"}.get(self.severity, "note")
@@ -79,12 +86,22 @@ class ValidationReport:
         self.checks.extend(checks)
 
     def counts(self) -> dict[str, int]:
-        out = {"errors": 0, "warnings": 0, "notes": 0, "passed": 0}
+        out = {"errors": 0, "warnings": 0, "notes": 0, "passed": 0, "skipped": 0}
         for c in self.checks:
-            key = "passed" if c.passed else {"error": "errors", "warning": "warnings"}.get(c.severity, "notes")
+            key = "skipped" if c.skipped else "passed" if c.passed else {"error": "errors", "warning": "warnings"}.get(c.severity, "notes")
             out[key] += 1
         return out
 
+    @property
+    def verdict(self) -> str:
+        """PASSED or FAILED, and what was not proven when a PASSED verdict compared nothing with PyTorch."""
+        if not self.passed:
+            return "FAILED"
+        if any(c.name == "parity" and c.skipped for c in self.checks):
+            return "PASSED (outputs were not compared with PyTorch)"
+        return "PASSED"
+
     def as_dict(self) -> dict:
-        return {"model": self.path, "passed": self.passed, "counts": self.counts(), "summary": self.summary,
+        return {"model": self.path, "passed": self.passed, "verdict": self.verdict, "counts": self.counts(),
+                "summary": self.summary,
                 "checks": [c.as_dict() for c in self.checks]}

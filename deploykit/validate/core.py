@@ -100,7 +100,41 @@ def read_manifest(onnx_path: Path) -> dict | None:
     if not isinstance(content, dict):
         raise UserInputError(f"sidecar manifest '{sidecar}' is not a JSON object",
                              hint="re-export the model or delete the sidecar")
+    _check_manifest(content, sidecar)
     return content
+
+
+def _check_manifest(content: dict, sidecar: Path) -> None:
+    """The sidecar fields validate reads, type-checked by a pydantic model (other fields are left alone).
+
+    Raises:
+        UserInputError: naming the first malformed field.
+    """
+    from typing import Optional
+
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    class Source(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        block: Optional[str] = None
+        variant: Optional[str] = None
+
+    class Manifest(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        precision: Optional[str] = None
+        config: Optional[dict] = None
+        source: Optional[Source] = None
+        profiles: Optional[list] = None
+        profile: Optional[dict] = None
+
+    try:
+        Manifest.model_validate(content)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "?"
+        got = type(first.get("input")).__name__
+        raise UserInputError(f"sidecar manifest '{sidecar}': field '{field}' is malformed ({first.get('msg', 'invalid')}"
+                             f"; got a {got})", hint="re-export the model or delete the sidecar") from None
 
 
 def validate(path: str | Path, *, block: str | None = None, seed: int = 0,
@@ -157,7 +191,7 @@ def validate(path: str | Path, *, block: str | None = None, seed: int = 0,
                                  "shape": list(t.dims) if t.dims is not None else None} for t in inputs]
     if not opts.run:
         report.add("run", True, "skipped (--no-run): structure and TensorRT audit only", severity="info",
-                   category="numerics")
+                   category="numerics", skipped=True)
         return report
     _numerics(report, path, model, info, inputs, manifest, config, profiles, opts, trt_module)
     return report
@@ -168,7 +202,8 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
     from deploykit.validate import numerics
     from deploykit.validate.inputs import check_memory, load_npz, make_feeds, plan_shapes, unique_names
 
-    runner, session_check = numerics.open_session(path)
+    structure_passed = all(c.passed or c.severity != "error" for c in report.checks if c.category == "structure")
+    runner, session_check = numerics.open_session(path, structure_passed)
     report.checks.append(session_check)
     if runner is None:
         return
@@ -176,7 +211,7 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
         output_names = runner.output_names
         if opts.inputs:
             # Every file is its own run, named after the file: two files of one shape are both compared.
-            feeds = [load_npz(p, inputs, profiles) for p in opts.inputs]
+            feeds = [load_npz(p, inputs, profiles, opts.max_input_mb) for p in opts.inputs]
             source = "--inputs"
         else:
             # Explicit --profile flags choose the shapes; otherwise the reference config's ranges do.
@@ -193,6 +228,9 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
             feeds = make_feeds(inputs, plan, opts.seed)
             source = plan.source
         feeds = unique_names(feeds)
+        feeds = _drop_empty(report, feeds)
+        if not feeds:
+            return
         report.summary["shapes_run"] = [f.label for f in feeds]
         report.summary["runs"] = [f.name for f in feeds]
         report.summary["shape_source"] = source
@@ -216,8 +254,9 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
             return
 
     if config is None:
-        report.add("parity", True, "skipped: no manifest beside the model and no --block/--config/--model given",
-                   severity="info", category="numerics",
+        report.add("parity", True, "skipped: no manifest beside the model and no --block/--config/--model "
+                   "given, so the outputs were not compared with PyTorch", severity="info", category="numerics",
+                   skipped=True,
                    fix="pass --block NAME (or --config FILE) to compare with the PyTorch reference")
     elif len(inputs) != 1:
         report.add("parity", False, "PyTorch parity supports single-input models", category="numerics")
@@ -240,12 +279,29 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
 
         if precision != "fp32":
             report.add("fp16_range", True, f"skipped: the graph already computes in {precision}", severity="info",
-                       category="fp16")
+                       category="fp16", skipped=True)
         else:
             # Every --inputs file is the user's own data: each is scanned. Generated inputs share one
             # distribution, so the first shape stands for them.
             files = [f for f in feeds if f.from_file]
             report.checks.append(readiness(path, info, files or feeds[:1]))
+
+
+def _drop_empty(report, feeds):
+    """Runs on zero-sized inputs compare nothing (two empty tensors are trivially equal): each is a failed check
+    and is left out of the comparisons, so an empty run can never make a verdict pass."""
+    kept = []
+    for feed in feeds:
+        empty = [n for n, a in feed.arrays.items() if a.size == 0]
+        if not empty:
+            kept.append(feed)
+            continue
+        report.add(f"empty_run[{feed.name}]", False,
+                   f"input '{empty[0]}' has no elements at {feed.label}: a run on empty tensors checks nothing",
+                   category="numerics", data={"empty_inputs": empty},
+                   fix="validate at sizes of at least 1 (every --profile MIN dim >= 1, non-empty --inputs arrays); "
+                       "a graph whose input has a static 0 dim cannot be validated")
+    return kept
 
 
 def _is_fp16(model) -> bool:

@@ -5,9 +5,11 @@ with every float intermediate exposed as an output. A tensor
 
 - overflows when some |value| exceeds 65504, the largest finite fp16 (it would become Inf);
 - underflows when most of its nonzero values are below 2**-14 = 6.1e-5, the smallest normal fp16: they
-  become subnormals with fewer significant bits, or zero below 2**-24.
+  become subnormals with fewer significant bits, or zero below 2**-24;
+- is non-finite when it holds NaN or Inf already in fp32: no precision choice can fix it, and it is reported
+  first (a range scan that skipped such values would call a broken model fp16-ready).
 
-Float weights are judged the same way, except that a single-value constant (an epsilon such as 1e-5) is
+Float weights (initializers and the values of Constant nodes) are judged the same way, except that a single-value constant (an epsilon such as 1e-5) is
 exempt from the underflow rule while fp16 still holds it within 1% (1e-5 becomes 1.0014e-5): such constants
 are added to or compared with larger values, and flagging every epsilon would bury the real findings. Keeping a tensor in fp32 means keeping the node that produces it and
 the nodes that read it in fp32, so the keep-list is both; `deploykit.export.fp16.convert_to_fp16` takes it as
@@ -22,6 +24,7 @@ import numpy as np
 
 from deploykit.validate.checks import Check
 from deploykit.validate.inputs import Feed
+from deploykit.validate.structure import weights
 
 CATEGORY = "fp16"
 FP16_MAX = 65504.0
@@ -38,13 +41,14 @@ class TensorRange:
 
     Attributes:
         tensor: tensor name.
-        kind: "overflow" or "underflow".
+        kind: "non_finite", "overflow" or "underflow".
         producer_op / producer: the op type and node name that produced it ("initializer" for weights).
         consumers: names of the nodes that read it.
         max_abs: largest finite |value|.
         tiny_fraction: share of nonzero values below 2**-14.
         zero_fraction: share of nonzero values below 2**-24 (they become 0 in fp16).
         size: element count.
+        non_finite: NaN and Inf values in it.
     """
 
     tensor: str
@@ -56,6 +60,7 @@ class TensorRange:
     tiny_fraction: float
     zero_fraction: float
     size: int
+    non_finite: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -63,15 +68,24 @@ class TensorRange:
 
 def classify(values: np.ndarray) -> tuple[str | None, float, float, float]:
     """(kind or None, max |finite value|, tiny fraction, flush-to-zero fraction) of one tensor."""
+    kind, max_abs, tiny, zero, _ = classify_counts(values)
+    return kind, max_abs, tiny, zero
+
+
+def classify_counts(values: np.ndarray) -> tuple[str | None, float, float, float, int]:
+    """classify() plus the count of NaN/Inf values."""
     a = np.abs(np.asarray(values)).ravel()   # in its own dtype: fp16's limits are far inside fp32's
     if not a.size:
-        return None, 0.0, 0.0, 0.0
+        return None, 0.0, 0.0, 0.0, 0
     top = a.max()
-    if not np.isfinite(top):  # an Inf or NaN somewhere: rank the finite values only
-        a = a[np.isfinite(a)]
-        if not a.size:
-            return None, 0.0, 0.0, 0.0
-        top = a.max()
+    bad = 0
+    if not np.isfinite(top):  # an Inf or NaN somewhere (max propagates NaN): rank the finite values only
+        finite = np.isfinite(a)
+        bad = int(a.size - np.count_nonzero(finite))
+        a = a[finite]
+        top = a.max() if a.size else 0.0
+    if bad:
+        return "non_finite", float(top), 0.0, 0.0, bad
     max_abs = float(top)
     nonzero = np.count_nonzero(a)
     if nonzero:
@@ -81,16 +95,14 @@ def classify(values: np.ndarray) -> tuple[str | None, float, float, float]:
     else:
         tiny = zero = 0.0
     if max_abs > FP16_MAX:
-        return "overflow", max_abs, tiny, zero
+        return "overflow", max_abs, tiny, zero, 0
     if nonzero and tiny > UNDERFLOW_FRACTION:
-        return "underflow", max_abs, tiny, zero
-    return None, max_abs, tiny, zero
+        return "underflow", max_abs, tiny, zero, 0
+    return None, max_abs, tiny, zero, 0
 
 
-def _fp16_relative_error(init) -> float:
-    from onnx import numpy_helper
-
-    value = float(np.asarray(numpy_helper.to_array(init), dtype=np.float64).ravel()[0])
+def _fp16_relative_error(array) -> float:
+    value = float(np.asarray(array, dtype=np.float64).ravel()[0])
     return abs(float(np.float16(value)) - value) / abs(value) if value else 0.0
 
 
@@ -134,41 +146,57 @@ def scan(model_path, info, feeds) -> tuple[list[TensorRange], int]:
                     if name not in producers or np.asarray(value).dtype.kind != "f":
                         continue
                     seen.add(name)
-                    kind, max_abs, tiny, zero = classify(value)
+                    kind, max_abs, tiny, zero, bad = classify_counts(value)
                     if kind and _worse(kind, max_abs, tiny, worst.get(name)):
                         node = producers[name]
                         worst[name] = TensorRange(name, kind, node.op_type, _node_name(node), consumers.get(name, []),
-                                                  max_abs, tiny, zero, int(np.asarray(value).size))
+                                                  max_abs, tiny, zero, int(np.asarray(value).size), bad)
     found, checked = list(worst.values()), len(seen)
-    for init in graph.initializer:  # weights: the values fp16 conversion would store
-        if init.data_type not in float_types:
+    for name, origin, tensor in weights(graph):  # the values fp16 conversion would store
+        if tensor.data_type not in float_types:
             continue
         checked += 1
-        kind, max_abs, tiny, zero = classify(numpy_helper.to_array(init))
-        scalar = int(np.prod(init.dims)) == 1
-        if kind == "underflow" and scalar and _fp16_relative_error(init) < SCALAR_TOLERANCE:
+        array = numpy_helper.to_array(tensor)
+        kind, max_abs, tiny, zero, bad = classify_counts(array)
+        if kind == "underflow" and array.size == 1 and _fp16_relative_error(array) < SCALAR_TOLERANCE:
             continue  # a scalar epsilon fp16 still holds closely: see the module docstring
         if kind:
-            found.append(TensorRange(init.name, kind, "initializer", "initializer", consumers.get(init.name, []),
-                                     max_abs, tiny, zero, int(np.prod(init.dims))))
+            found.append(TensorRange(name, kind, "initializer", origin, consumers.get(name, []),
+                                     max_abs, tiny, zero, int(array.size), bad))
+    found.sort(key=lambda t: t.kind != "non_finite")  # the broken tensors first
     return found, checked
 
 
+_RANK = {"non_finite": 0, "overflow": 1, "underflow": 2}
+
+
 def _worse(kind: str, max_abs: float, tiny: float, old: TensorRange | None) -> bool:
-    """Whether a new out-of-range finding replaces `old`: overflow beats underflow, then the larger excess."""
-    if old is None or (kind == "overflow") != (old.kind == "overflow"):
-        return old is None or kind == "overflow"
+    """Whether a new out-of-range finding replaces `old`: non-finite beats overflow beats underflow, then the
+    larger excess."""
+    if old is None or kind != old.kind:
+        return old is None or _RANK[kind] < _RANK[old.kind]
+    if kind == "non_finite":
+        return False
     return max_abs > old.max_abs if kind == "overflow" else tiny > old.tiny_fraction
 
 
 def keep_list(found: list[TensorRange]) -> list[str]:
-    """Node names to keep in fp32: producers and readers of every out-of-range tensor, in first-seen order."""
+    """Node names to keep in fp32: producers and readers of every out-of-range tensor, in first-seen order.
+    Non-finite tensors are left out: fp32 does not fix them."""
     out: list[str] = []
     for t in found:
+        if t.kind == "non_finite":
+            continue
         for name in ([] if t.producer_op == "initializer" else [t.producer]) + t.consumers:
             if name not in out:
                 out.append(name)
     return out
+
+
+def _origin(t: TensorRange) -> str:
+    if t.producer_op != "initializer":
+        return f"from {t.producer_op} '{t.producer}'"
+    return "weight" if t.producer == "initializer" else f"weight ({t.producer})"
 
 
 def readiness(model_path, info, feeds) -> Check:
@@ -183,6 +211,17 @@ def readiness(model_path, info, feeds) -> Check:
         return Check("fp16_range", True, f"{checked} float tensors at {where} all fit fp16 (|x| <= 65504, "
                                          "mostly above 6.1e-5)", severity="warning", category=CATEGORY,
                      data={"checked": checked, "shape": shapes, "tensors": [], "keep_nodes": []})
+    broken = [t for t in found if t.kind == "non_finite"]
+    if broken:
+        listed = "; ".join(f"'{t.tensor}' {_origin(t)} ({t.non_finite} NaN/Inf of {t.size})" for t in broken[:5])
+        more = f" and {len(broken) - 5} more" if len(broken) > 5 else ""
+        return Check("fp16_range", False, f"{len(broken)} of {checked} float tensors at {where} hold NaN or Inf "
+                                          f"already in fp32, so fp16 readiness cannot be judged: {listed}{more}",
+                     severity="warning", category=CATEGORY,
+                     fix="find where the NaN/Inf start (the first tensor listed, or non-finite weights) and fix the "
+                         "model or its weights; no fp32 keep-list helps",
+                     data={"checked": checked, "shape": shapes, "tensors": [t.as_dict() for t in found],
+                           "keep_nodes": [], "non_finite": [t.tensor for t in broken]})
     nodes = keep_list(found)
     op_of = {r.node.name or r.node.output[0]: r.node.op_type for r in info.nodes if r.node.output}
     keep_ops = sorted({op_of.get(n, "?") for n in nodes})
@@ -191,7 +230,7 @@ def readiness(model_path, info, feeds) -> Check:
     for t in found[:5]:
         why = (f"max |x| {t.max_abs:.3g} > 65504" if t.kind == "overflow"
                else f"{t.tiny_fraction:.0%} of nonzero |x| < 6.1e-5")
-        origin = "weight" if t.producer_op == "initializer" else f"from {t.producer_op} '{t.producer}'"
+        origin = _origin(t)
         parts.append(f"'{t.tensor}' {origin} ({t.kind}: {why})")
     more = f" and {len(found) - 5} more" if len(found) > 5 else ""
     detail = (f"{len(found)} of {checked} float tensors at {where} leave the fp16 range: "

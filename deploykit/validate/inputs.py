@@ -136,7 +136,8 @@ def _odd_in(lo: int, hi: int, avoid: set[int]) -> int | None:
 
 
 def shapes_from_profiles(inputs: list[InputInfo], profiles) -> list[dict[str, tuple]]:
-    """min, opt, max of every profile, and one odd size inside each dynamic range (when one exists)."""
+    """min, opt, max of every profile, and one odd size: odd spatial dims inside their ranges, or an odd batch
+    when only the batch is dynamic (when one exists)."""
     out: list[dict[str, tuple]] = []
     for profile in profiles:
         for attr in ("opt", "min", "max"):
@@ -153,6 +154,16 @@ def shapes_from_profiles(inputs: list[InputInfo], profiles) -> list[dict[str, tu
                 if pick is not None and pick != dims[axis]:
                     dims[axis], changed = pick, True
             odd[t.name] = tuple(dims)
+        if not changed:
+            # Only the batch axis is dynamic: the odd size is an odd batch that min/opt/max do not already run.
+            for t in inputs:
+                r = profile[t.name]
+                if r.min and r.min[0] != r.max[0]:
+                    dims = list(odd[t.name])
+                    pick = _odd_in(max(r.min[0], 2), r.max[0], {r.min[0], r.opt[0], r.max[0]})
+                    if pick is not None:
+                        dims[0], changed = pick, True
+                    odd[t.name] = tuple(dims)
         if changed:
             out.append(odd)
     return _dedupe(out)
@@ -255,11 +266,68 @@ def make_feeds(inputs: list[InputInfo], plan: ShapePlan, seed: int) -> list[Feed
     return feeds
 
 
-def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None) -> Feed:
+def _check_npz_sizes(path: Path, max_mb: float) -> None:
+    """Refuse an .npz whose arrays would need more than `max_mb` MiB, reading only what it declares: the zip's
+    uncompressed member sizes and each .npy header's shape and dtype. A 222-byte file can declare terabytes,
+    and a few MB can inflate to gigabytes; nothing is decompressed past the headers.
+
+    Raises:
+        UserInputError: unreadable headers, or declared sizes over the limit.
+    """
+    import math
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    limit = max_mb * 2**20
+    hint = "pass smaller arrays, or raise --max-input-mb"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            declared = sum(m.file_size for m in members)
+            if declared > limit:
+                raise UserInputError(f"--inputs file '{path}' declares {declared / 2**20:,.0f} MiB of uncompressed "
+                                     f"data, over the --max-input-mb limit of {max_mb:g} MiB", hint=hint)
+            total = 0
+            for member in members:
+                with archive.open(member) as f:
+                    version = npy.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = npy.read_array_header_1_0(f)
+                    elif version in ((2, 0), (3, 0)):
+                        shape, _, dtype = npy.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"unknown .npy format version {version}")
+                need = math.prod(shape) * dtype.itemsize
+                total += need
+                if total > limit:
+                    raise UserInputError(
+                        f"--inputs file '{path}': array '{member.filename}' declares shape {tuple(shape)} of {dtype} "
+                        f"({need / 2**20:,.0f} MiB); the file's arrays exceed the --max-input-mb limit of "
+                        f"{max_mb:g} MiB", hint=hint)
+    except UserInputError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise UserInputError(f"--inputs file '{path}' is not a readable .npz: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                             hint="save with numpy.savez(path, input_name=array, ...)") from None
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(magic)) == magic
+    except OSError:
+        return False
+
+
+def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None,
+             max_input_mb: float = DEFAULT_MAX_INPUT_MB) -> Feed:
     """Read one feed from an .npz holding one array per graph input, named like the input.
 
     Raises:
-        UserInputError: unreadable file, a missing or unknown name, or an array with the wrong dtype, rank, a
+        UserInputError: unreadable file, arrays declaring more than `max_input_mb` MiB (checked before anything
+            is read), a missing or unknown name, or an array with the wrong dtype, rank, a
             dim the graph fixes or a profile excludes, or non-finite values.
     """
     import zipfile
@@ -267,6 +335,11 @@ def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None) -> Feed:
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"--inputs file '{path}' does not exist", hint="pass an .npz written by numpy.savez")
+    if zipfile.is_zipfile(path):
+        _check_npz_sizes(path, max_input_mb)
+    elif _starts_with(path, b"\x93NUMPY"):  # a bare .npy: refused before numpy allocates what it declares
+        raise UserInputError(f"--inputs file '{path}' holds a single array, not named arrays",
+                             hint="save with numpy.savez(path, input_name=array, ...)")
     try:
         loaded = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:

@@ -20,6 +20,7 @@ from deploykit.validate.checks import Check
 CATEGORY = "numerics"
 _OPSET_RE = re.compile(r"Opset (\d+) is under development.*?support for domain (\S+) is till opset (\d+)", re.S)
 _IR_RE = re.compile(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)")
+_UNREGISTERED_RE = re.compile(r"([\w.]+):(\w+)\(-?\d+\) is not a registered function/op")
 
 
 def _first_line(exc: Exception, limit: int = 300) -> str:
@@ -29,7 +30,7 @@ def _first_line(exc: Exception, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text[:limit]}"
 
 
-def open_session(path: Path):
+def open_session(path: Path, structure_passed: bool = False):
     """An activated OrtRunner, or (None, failed Check) when ONNX Runtime refuses the model.
 
     Raises:
@@ -58,9 +59,24 @@ def open_session(path: Path):
                 f"supports; it reads up to IR {found.group(2)}", hint="re-save it with an older onnx, or upgrade onnxruntime"
             ) from None
         return None, Check("onnxruntime_session", False, _first_line(exc), category=CATEGORY,
-                           fix="ONNX Runtime cannot load the graph; the structure checks above usually say why")
+                           fix=_session_fix(text, structure_passed))
     return runner, Check("onnxruntime_session", True, f"CPUExecutionProvider, onnxruntime {onnxruntime.__version__}",
                          category=CATEGORY)
+
+
+def _session_fix(text: str, structure_passed: bool) -> str:
+    """What to do when ONNX Runtime refuses a graph, fitted to why it did."""
+    found = _UNREGISTERED_RE.search(text)
+    if found and found.group(1) not in ("", "ai.onnx"):
+        domain, op = found.groups()
+        return (f"'{op}' is a custom op of domain '{domain}' that ONNX Runtime has no kernel for: register the "
+                "library implementing it (SessionOptions.register_custom_ops_library) in the runtime that serves "
+                "it, or export without the custom op; the TensorRT findings above say whether TensorRT needs a "
+                "plugin too")
+    if structure_passed:
+        return ("every structure check passed, so ONNX Runtime itself refuses the graph: its message above names "
+                "the node; an older or newer onnxruntime, or a different export of that node, may load it")
+    return "ONNX Runtime cannot load the graph; the failed structure checks above usually say why"
 
 
 def non_finite(outputs: dict[str, np.ndarray]) -> dict[str, dict[str, int]]:

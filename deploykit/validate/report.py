@@ -18,12 +18,12 @@ def rows(report: ValidationReport) -> list[tuple[str, str, str, str, str]]:
 
 def markdown(report: ValidationReport) -> str:
     counts = report.counts()
-    verdict = "PASSED" if report.passed else "FAILED"
+    verdict = report.verdict
     s = report.summary
     lines = [f"# deploykit validate: {verdict}", "",
              f"- model: `{report.path}`",
              f"- checks: {counts['passed']} passed, {counts['errors']} failed, {counts['warnings']} warnings, "
-             f"{counts['notes']} notes"]
+             f"{counts['notes']} notes, {counts['skipped']} skipped"]
     if s.get("shapes_run"):
         lines.append(f"- ran at: {', '.join(s.get('runs') or s['shapes_run'])} (from {s.get('shape_source', '?')})")
     if s.get("reference"):

@@ -1,7 +1,7 @@
 """Structure checks: the ONNX checker, shape inference, versions, inputs/outputs, external data, initializers.
 
 External data is checked before anything reads it: every location must be a relative path that stays inside
-the model's directory (no '..', no absolute paths, no symlink leading out) and must exist with the bytes it
+the model's directory (no '..', no absolute paths, no symlinks: onnx refuses them) and must exist with the bytes it
 claims; anything else is refused with UserInputError (exit 2) so a model file cannot make deploykit read
 files outside its own folder.
 """
@@ -39,6 +39,47 @@ def _all_tensors(graph):
                     yield from _all_tensors(sub)
 
 
+def weights(graph):
+    """(name, origin, TensorProto) of every weight a graph stores: initializers, and the values of Constant and
+    ConstantOfShape nodes (the onnx package's model zoo and many converters store weights that way), subgraphs
+    included. `origin` is "initializer" or e.g. "Constant 'c0'"."""
+    from onnx import numpy_helper
+
+    import numpy as np
+
+    for init in graph.initializer:
+        yield init.name, "initializer", init
+    for node in graph.node:
+        if node.op_type in ("Constant", "ConstantOfShape") and node.domain in ("", "ai.onnx") and node.output:
+            origin = f"{node.op_type} '{node.name or node.output[0]}'"
+            for attr in node.attribute:
+                tensor = None
+                if attr.name == "value" and attr.type == attr.TENSOR:
+                    tensor = attr.t
+                elif attr.name == "value_float":
+                    tensor = numpy_helper.from_array(np.array(attr.f, np.float32))
+                elif attr.name == "value_floats":
+                    tensor = numpy_helper.from_array(np.array(list(attr.floats), np.float32))
+                if tensor is not None:
+                    yield node.output[0], origin, tensor
+        for attr in node.attribute:
+            if attr.type == attr.GRAPH:
+                yield from weights(attr.g)
+            elif attr.type == attr.GRAPHS:
+                for sub in attr.graphs:
+                    yield from weights(sub)
+
+
+def _symlink_in(base: Path, location: str) -> tuple[str, str] | None:
+    """The first symlink on the way from `base` to `location`, as (link path, what it points to)."""
+    path = base
+    for part in Path(location).parts:
+        path = path / part
+        if path.is_symlink():
+            return str(path.relative_to(base)), os.readlink(path)
+    return None
+
+
 def external_data(model, model_path: Path) -> Check | None:
     """Refuse external-data locations outside the model's directory; None when the model has no external data.
 
@@ -59,7 +100,15 @@ def external_data(model, model_path: Path) -> Check | None:
         if os.path.isabs(location) or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
             raise UserInputError(f"{where}: absolute paths are refused", hint=hint)
         target = (base / location).resolve()
-        if target != base and base not in target.parents:
+        link = _symlink_in(base, location)
+        outside = target != base and base not in target.parents
+        if link is not None:
+            # onnx itself refuses to read external data through a symlink, inside the folder or not.
+            where += f", a symlink: '{link[0]}' -> '{link[1]}', resolving to {target}"
+            raise UserInputError(f"{where}" + (f", outside the model's directory {base}" if outside else "")
+                                 + "; external data read through a symlink is refused",
+                                 hint="copy the file the symlink points to beside the model instead of linking to it")
+        if outside:
             raise UserInputError(f"{where}, which is outside the model's directory {base}; refused", hint=hint)
         if not target.is_file():
             raise UserInputError(f"{where}, which does not exist", hint="copy the weights file beside the model")
@@ -150,7 +199,8 @@ def io(model, input_names: list[str]) -> Check:
 
 
 def initializers(model, model_path: Path) -> list[Check]:
-    """NaN/Inf weights (error), duplicate names (error), weights also listed as graph inputs (warning)."""
+    """NaN/Inf weights (error; initializers and Constant/ConstantOfShape values), duplicate initializer names
+    (error), weights also listed as graph inputs (a warning from IR 4 on; IR 3 requires them there)."""
     import numpy as np
     from onnx import TensorProto, numpy_helper
     from onnx.external_data_helper import load_external_data_for_tensor
@@ -159,10 +209,11 @@ def initializers(model, model_path: Path) -> list[Check]:
     base = str(model_path.parent)
     bad, names, dupes, count = [], set(), [], 0
     for init in model.graph.initializer:
-        count += 1
         if init.name in names:
             dupes.append(init.name)
         names.add(init.name)
+    for name, origin, init in weights(model.graph):
+        count += 1
         if init.data_type not in float_types:
             continue
         tensor = init
@@ -176,10 +227,11 @@ def initializers(model, model_path: Path) -> list[Check]:
             continue
         nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
         if nan or inf:
-            bad.append({"name": init.name, "nan": nan, "inf": inf, "size": int(arr.size)})
+            bad.append({"name": name, "origin": origin, "nan": nan, "inf": inf, "size": int(arr.size)})
     checks = []
     if bad:
-        listed = ", ".join(f"'{b['name']}' ({b['nan']} NaN, {b['inf']} Inf of {b['size']})" for b in bad[:6])
+        listed = ", ".join(f"'{b['name']}'{'' if b['origin'] == 'initializer' else ' from ' + b['origin']} "
+                           f"({b['nan']} NaN, {b['inf']} Inf of {b['size']})" for b in bad[:6])
         checks.append(Check("initializers", False, f"non-finite weights: {listed}", category=CATEGORY,
                             data={"non_finite": bad},
                             fix="the weights were corrupted or diverged in training; re-export from a good checkpoint"))
@@ -187,14 +239,23 @@ def initializers(model, model_path: Path) -> list[Check]:
         checks.append(Check("initializer_names", False, f"initializer names used twice: {', '.join(dupes[:6])}",
                             category=CATEGORY, data={"duplicates": dupes}, fix="re-export the model"))
     overridable = [vi.name for vi in model.graph.input if vi.name in names]
-    if overridable:
+    if overridable and model.ir_version < 4:
+        # IR 3 requires every initializer to be a graph input too: removing them would break the model.
+        checks.append(Check(
+            "initializer_inputs", False,
+            f"{len(overridable)} initializer(s) are also graph inputs ({', '.join(overridable[:6])}), as IR "
+            f"{model.ir_version} requires; callers may still override the weights",
+            severity="info", category=CATEGORY, data={"names": overridable, "ir_version": int(model.ir_version)},
+            fix="nothing to do at IR 3; to make the weights fixed, first raise the model to IR >= 4 "
+                "(onnx.version_converter, or re-export), then remove them from graph.input"))
+    elif overridable:
         checks.append(Check(
             "initializer_inputs", False,
             f"{len(overridable)} initializer(s) are also graph inputs ({', '.join(overridable[:6])}): callers may "
             "override the weights, and TensorRT and ONNX Runtime treat them differently",
-            severity="warning", category=CATEGORY, data={"names": overridable},
+            severity="warning", category=CATEGORY, data={"names": overridable, "ir_version": int(model.ir_version)},
             fix="remove them from graph.input (onnxsim does, or export with keep_initializers_as_inputs=False)"))
     if not bad and not dupes:
-        checks.insert(0, Check("initializers", True, f"{count} initializer(s), every float weight finite",
+        checks.insert(0, Check("initializers", True, f"{count} weight(s), every float weight finite",
                                category=CATEGORY, data={"count": count}))
     return checks

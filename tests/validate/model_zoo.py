@@ -258,3 +258,45 @@ def fp16_overflow():
 
 def fp16_underflow():
     return scale_chain(1e-7, 1e7)
+
+
+# ------------------------------------------------------------------------- weights outside initializers
+def conv_with_constant_weights(w):
+    """A 1x1 conv whose weights come from a Constant node (as the onnx package's light model zoo stores them)."""
+    return model([h.make_node("Constant", [], ["w"], name="weights", value=const("wv", w)),
+                  h.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[1, 1])],
+                 [vi("x", T.FLOAT, [1, 2, 4, 4])], [vi("y", T.FLOAT, [1, 2, 4, 4])])
+
+
+def constant_of_shape_bias(value: float):
+    """y = x + ConstantOfShape([1, 4], value): the bias's value lives in the node's attribute."""
+    return model([h.make_node("ConstantOfShape", ["bias_shape"], ["bias"], name="fill",
+                              value=const("fill_value", np.array([value], np.float32))),
+                  h.make_node("Add", ["x", "bias"], ["y"], name="add")],
+                 [vi("x", T.FLOAT, [1, 4])], [vi("y", T.FLOAT, [1, 4])],
+                 [const("bias_shape", np.array([1, 4], np.int64))])
+
+
+def constant_scale_chain(up: float, down: float):
+    """scale_chain with its two scales in Constant nodes instead of initializers."""
+    return model(
+        [h.make_node("Constant", [], ["up"], name="c_up", value=const("upv", np.array(up, np.float32))),
+         h.make_node("Constant", [], ["down"], name="c_down", value=const("downv", np.array(down, np.float32))),
+         h.make_node("Mul", ["x", "up"], ["big"], name="scale_up"),
+         h.make_node("Mul", ["big", "down"], ["y"], name="scale_down")],
+        [vi("x", T.FLOAT, [1, 4, 8, 8])], [vi("y", T.FLOAT, [1, 4, 8, 8])])
+
+
+def ir3_initializer_as_input():
+    """IR 3 (the onnx light model zoo's version), whose rules require every initializer in graph.input."""
+    w = _weights((2, 2, 1, 1))
+    return model([h.make_node("Conv", ["x", "w"], ["y"], name="conv", kernel_shape=[1, 1])],
+                 [vi("x", T.FLOAT, [1, 2, 4, 4]), vi("w", T.FLOAT, [2, 2, 1, 1])], [vi("y", T.FLOAT, [1, 2, 4, 4])],
+                 [const("w", w)], opset=8, ir=3)
+
+
+def unregistered_custom_op():
+    """mycorp.Frobnicate: a custom-domain op nothing implements (no ONNX Runtime kernel, no TensorRT plugin)."""
+    return model([h.make_node("Frobnicate", ["x"], ["y"], name="frob", domain="mycorp")],
+                 [vi("x", T.FLOAT, [2, 3])], [vi("y", T.FLOAT, [2, 3])],
+                 extra_opsets=[h.make_opsetid("mycorp", 1)])
