@@ -20,6 +20,7 @@ parses it; the OpenAPI schema still documents the JSON form with the models belo
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import zlib
 from typing import Annotated, Any, Literal
@@ -32,9 +33,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from deploykit import __version__
 from deploykit.errors import UserInputError
+from deploykit.repository import MODEL_NAME_RE
 from deploykit.serve.model_config import config_to_dict
 from deploykit.serve.models import Repository
 from deploykit.serve.protocol import (DATATYPES, HEADER_LENGTH, ProtocolError, encode_infer_response, is_decimal,
@@ -50,6 +53,30 @@ DRAIN_BYTES = 16 << 20
 # Above these, request decoding and response encoding run in a worker thread (about 1 ms of Python each).
 OFFLOAD_BYTES = 256 << 10
 OFFLOAD_JSON_VALUES = 32 << 10
+# How many bodies may be read and decoded at once, in bytes of body: decoding costs about the body plus the
+# tensor, so this bounds that memory; a request past it is answered 503 (retry later), as a full queue is.
+DECODE_BUDGET_BODIES = 4
+VERSION_PATTERN = r"^[0-9]{1,18}$"
+log = logging.getLogger("uvicorn.error")
+
+
+class DecodeBudget:
+    """Bytes of request bodies being read and decoded at once. Taken and given back on the event loop only,
+    so no lock is needed; one request is always let through when none is in flight, whatever its size."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        """Raises ProtocolError (503) when `size` more bytes would pass the limit."""
+        if self.used and self.used + size > self.limit:
+            raise ProtocolError(f"the server is decoding {self.used / 2**20:.1f} MiB of other requests and this "
+                                f"body would pass its {self.limit / 2**20:.0f} MiB budget; retry later", status=503)
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
 
 
 # ------------------------------------------------------------------------------- OpenAPI documents
@@ -166,6 +193,8 @@ def create_app(repository: Repository, settings: ServeSettings | None = None) ->
                   docs_url="/docs", redoc_url=None)
     app.state.serving = state
     app.state.repository = repository
+    budget = DecodeBudget(settings.decode_budget_bytes or DECODE_BUDGET_BODIES * settings.max_body_bytes)
+    app.state.decode_budget = budget
 
     # --------------------------------------------------------------------------- error bodies
     @app.exception_handler(ProtocolError)
@@ -181,6 +210,14 @@ def create_app(repository: Repository, settings: ServeSettings | None = None) ->
         # A bug, not a bad request: answered with the protocol's error body (Starlette re-raises it after
         # sending, so uvicorn still logs the traceback).
         return JSONResponse({"error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"}, status_code=500)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request, _exc: ClientDisconnect):
+        # Nobody is left to answer; one line in the log instead of an ASGI traceback.
+        peer = f"{request.client.host}:{request.client.port}" if request.client else "a client"
+        log.warning("%s disconnected before sending the whole body of %s %s", peer, request.method,
+                    request.url.path)
+        return Response(status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request, exc: RequestValidationError):
@@ -266,14 +303,23 @@ def create_app(repository: Repository, settings: ServeSettings | None = None) ->
         mv = repository.get(model_name, version)
         ok = False
         try:
-            body = await _read_body(request, settings.max_body_bytes, header_length)
-            body = _decode(body, request.headers.get("content-encoding"), settings.max_body_bytes)
-            # Decoding and encoding JSON tensors is seconds of Python for a large batch; off the event loop,
-            # other requests (health probes included) are answered meanwhile.
-            if len(body) > OFFLOAD_BYTES:
-                parsed = await run_in_threadpool(parse_infer_request, body, header_length)
-            else:
-                parsed = parse_infer_request(body, header_length)
+            declared = request.headers.get("content-length")
+            encoded = request.headers.get("content-encoding", "identity").strip().lower() != "identity"
+            reserved = (int(declared) if declared is not None and is_decimal(declared) and not encoded
+                        and int(declared) <= settings.max_body_bytes else settings.max_body_bytes)
+            budget.take(reserved)
+            try:
+                body = await _read_body(request, settings.max_body_bytes, header_length)
+                body = _decode(body, request.headers.get("content-encoding"), settings.max_body_bytes)
+                # Decoding and encoding JSON tensors is seconds of Python for a large batch; off the event loop,
+                # other requests (health probes included) are answered meanwhile.
+                if len(body) > OFFLOAD_BYTES:
+                    parsed = await run_in_threadpool(parse_infer_request, body, header_length)
+                else:
+                    parsed = parse_infer_request(body, header_length)
+                del body
+            finally:
+                budget.give(reserved)
             mv.model.check_outputs(parsed)
             feed, batch = mv.model.check_request(parsed)
             results = mv.model.pick_outputs(parsed, await _run(mv, feed, batch))
@@ -396,6 +442,19 @@ def _decode(body, encoding: str | None, limit: int):
     return out
 
 
+def _document_path_rules(operation: dict) -> None:
+    """Put the server's rules for model names and versions into the schema (a pattern), so every request
+    the schema calls valid gets past them (to 200, or 404 for a model or version that does not exist)."""
+    for parameter in operation.get("parameters", ()):
+        if parameter.get("in") != "path":
+            continue
+        schema = parameter.setdefault("schema", {})
+        if parameter.get("name") == "model_name":
+            schema["pattern"] = MODEL_NAME_RE.pattern
+        elif parameter.get("name") == "version":
+            schema["pattern"] = VERSION_PATTERN
+
+
 def _openapi(app: FastAPI) -> dict:
     """FastAPI's schema plus the infer request body, which the handlers read raw."""
     if app.openapi_schema:
@@ -413,5 +472,7 @@ def _openapi(app: FastAPI) -> dict:
     for path, item in schema.get("paths", {}).items():
         if path.endswith("/infer"):
             item["post"]["requestBody"] = body
+        for operation in item.values():
+            _document_path_rules(operation)
     app.openapi_schema = schema
     return schema

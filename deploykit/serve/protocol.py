@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -136,10 +138,15 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
     split = parse_header_length(header_length, len(body))
     view = memoryview(body)
     head, binary = (view, view[len(view):]) if split is None else (view[:split], view[split:])
+    text, lifted = lift_numeric_data(head)
+    constants = []
     try:
-        doc = json.loads(bytes(head))
+        doc = json.loads(text, parse_constant=lambda name: constants.append(name) or float(name))
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"the request is not valid JSON: {str(exc)[:200]}") from None
+    finally:
+        del text
+    context = _JsonContext(lifted, bool(constants))
     if not isinstance(doc, dict):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
@@ -153,7 +160,7 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
 
     inputs, offset, seen = [], 0, set()
     for index, raw in enumerate(raw_inputs):
-        tensor, offset = _parse_input(raw, index, binary, offset)
+        tensor, offset = _parse_input(raw, index, binary, offset, context)
         if tensor.name in seen:
             raise ProtocolError(f"input '{tensor.name}' is given twice")
         seen.add(tensor.name)
@@ -165,7 +172,8 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
                         binary_output=binary_output, parameters=params)
 
 
-def _parse_input(raw, index: int, binary: memoryview, offset: int) -> tuple[InferInput, int]:
+def _parse_input(raw, index: int, binary: memoryview, offset: int,
+                 context: _JsonContext | None = None) -> tuple[InferInput, int]:
     if not isinstance(raw, dict):
         raise ProtocolError(f"inputs[{index}] must be a JSON object")
     name = raw.get("name")
@@ -205,10 +213,15 @@ def _parse_input(raw, index: int, binary: memoryview, offset: int) -> tuple[Infe
         return InferInput(name, datatype, dims, array), offset + size
     if "data" not in raw:
         raise ProtocolError(f"input '{name}' has neither 'data' nor a binary_data_size parameter")
+    context = context or _JsonContext([], False)
     data = raw["data"]
-    if not isinstance(data, list):
-        data = [data]
-    array = _json_array(data, name, datatype, dtype)
+    array = context.lifted_array(data, name, datatype, dtype)
+    if array is None:
+        if isinstance(data, str) and data.startswith(_SENTINEL):
+            data = context.lifted_list(data)
+        if not isinstance(data, list):
+            data = [data]
+        array = _json_array(data, name, datatype, dtype, context.saw_constants)
     if array.size != count:
         raise ProtocolError(f"input '{name}' has {array.size} values, but shape {list(dims)} needs {count}")
     return InferInput(name, datatype, dims, array.reshape(dims)), offset
@@ -231,7 +244,148 @@ def _aligned(array: np.ndarray, alignment: int = 64) -> np.ndarray:
     return out
 
 
-def _json_array(data: list, name: str, datatype: str, dtype: np.dtype) -> np.ndarray:
+# ------------------------------------------------------------------------------ JSON tensor data
+# Python's json makes a 24-byte float object (plus an 8-byte list slot) of every number: a 60 MiB body of
+# short numbers became 1.2 GB. Numeric `"data": [...]` lists are therefore cut out of the JSON text before it
+# is parsed and decoded a 1 MiB chunk at a time into the tensor's array (same rules, same values): the cost
+# is the text plus the tensor.
+_SENTINEL = f"\x00deploykit-data-{uuid.uuid4().hex}:"   # a JSON string no client sends (it needs \u0000)
+_DATA_KEY = re.compile(rb'[{,]\s*"data"\s*:\s*\[')
+_NUMERIC = re.compile(rb"[-+0-9.eE,\s\[\]]*")   # all a list of JSON numbers (no NaN/Infinity) can hold
+_BRACKET = re.compile(rb"[\[\]]")
+_MAX_BRACKETS = 1 << 16   # deeper or more ragged nesting is left to the JSON parser
+
+
+def lift_numeric_data(head) -> tuple[bytes, list[bytes]]:
+    """The JSON text with every `"data": [numbers]` list replaced by a sentinel string, and the lists' contents
+    (between the outer brackets). Anything else (strings, booleans, NaN/Infinity) stays in the text.
+
+    Args:
+        head: the JSON part of the body (bytes or a memoryview: the body is not copied whole).
+    """
+    pieces, lifted, copied, search = [], [], 0, 0
+    while True:
+        found = _DATA_KEY.search(head, search)
+        if found is None:
+            break
+        start = found.end()   # just after '['
+        close = _closing_bracket(head, start, _NUMERIC.match(head, start).end())
+        if close is None or close == start:
+            search = start   # not a plain list of numbers: the JSON parser reads it
+            continue
+        pieces.append(bytes(head[copied:start - 1]))
+        pieces.append(json.dumps(f"{_SENTINEL}{len(lifted)}").encode())
+        lifted.append(bytes(head[start:close]))
+        copied = search = close + 1
+    if not lifted:
+        return bytes(head), []
+    pieces.append(bytes(head[copied:]))
+    return b"".join(pieces), lifted
+
+
+def _closing_bracket(text, start: int, end: int) -> int | None:
+    """Index of the ']' closing the list opened just before `start`, looking no further than `end`."""
+    depth, i = 1, start
+    for _ in range(_MAX_BRACKETS):
+        found = _BRACKET.search(text, i, end)
+        if found is None:
+            return None
+        i = found.end()
+        depth += 1 if found.group() == b"[" else -1
+        if depth == 0:
+            return found.start()
+    return None
+
+
+class _JsonContext:
+    """What parsing the JSON text left for the tensors: the lifted lists and whether NaN/Infinity appeared."""
+
+    def __init__(self, lifted: list[bytes], saw_constants: bool):
+        self.lifted = lifted
+        self.saw_constants = saw_constants
+
+    def _raw(self, data) -> bytes | None:
+        if not (isinstance(data, str) and data.startswith(_SENTINEL)):
+            return None
+        index = data[len(_SENTINEL):]
+        return self.lifted[int(index)] if index.isdigit() and int(index) < len(self.lifted) else None
+
+    def lifted_list(self, data: str):
+        """A lifted list parsed by json (the slow, exact path: integers, or text numpy cannot take)."""
+        raw = self._raw(data)
+        if raw is None:
+            return data
+        try:
+            return json.loads(b"[" + raw + b"]")
+        except (ValueError, RecursionError) as exc:
+            raise ProtocolError(f"the request is not valid JSON: {str(exc)[:200]}") from None
+
+    def lifted_array(self, data, name: str, datatype: str, dtype: np.dtype) -> np.ndarray | None:
+        """A lifted flat list decoded a chunk at a time into one preallocated array of `dtype`, so the Python
+        objects alive at once are one chunk's; None when it is nested (json checks the nesting instead)."""
+        raw = self._raw(data)
+        if raw is None or b"[" in raw:
+            return None
+        out = np.empty(raw.count(b",") + 1, dtype=dtype)
+        filled, start = 0, 0
+        while start < len(raw):
+            end = raw.find(b",", start + _CHUNK_BYTES)
+            end = len(raw) if end < 0 else end
+            try:
+                values = _loads(b"[" + raw[start:end] + b"]", exact_integers=dtype.kind != "f")
+            except ProtocolError as exc:
+                if "infinity" in exc.message:   # orjson refuses 1e400 outright
+                    _check_float_range(np.array([np.inf], dtype), np.zeros(0), name, datatype)
+                raise
+            chunk = _json_array(values, name, datatype, dtype, saw_constants=False)
+            if filled + chunk.size > out.size:   # cannot happen for well-formed text; never write past the end
+                raise ProtocolError(f"input '{name}' data is not a flat list of numbers")
+            out[filled:filled + chunk.size] = chunk
+            filled, start = filled + chunk.size, end + 1
+        if filled != out.size:   # an empty element (",,") json would have refused as a whole
+            raise ProtocolError(f"the request is not valid JSON: input '{name}' data has an empty element")
+        return out
+
+
+_CHUNK_BYTES = 1 << 20
+
+
+def _loads(text: bytes, exact_integers: bool):
+    """One chunk of a lifted list: orjson when installed (several times faster), else json; both strict.
+    Integer tensors take json, which keeps integers past 64 bits exact (orjson reads them as floats) so the
+    range check can name them."""
+    try:
+        import orjson
+    except ImportError:  # the serve extra installs it; plain json gives the same values, slower
+        orjson = None
+    if exact_integers:
+        orjson = None
+    try:
+        return orjson.loads(text) if orjson is not None else json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"the request is not valid JSON: {str(exc)[:200]}") from None
+
+
+def _check_float_range(array: np.ndarray, source: np.ndarray, name: str, datatype: str) -> None:
+    """Refuse finite JSON numbers the datatype cannot hold (1e39 as FP32 would silently become inf).
+
+    Args:
+        array: the values in the tensor's dtype.
+        source: the values as parsed before the cast (empty when `array` was parsed directly).
+    """
+    if array.dtype.kind != "f":
+        return
+    inf = np.isinf(array)
+    if not inf.any():
+        return
+    if source.size and np.count_nonzero(np.isinf(source)) == np.count_nonzero(inf):
+        return   # every inf was an Infinity in the request itself
+    limit = float(np.finfo(array.dtype).max)
+    raise ProtocolError(f"input '{name}' has values outside the range of {datatype} (|x| <= {limit:.6g}); send "
+                        "Infinity explicitly if that is what is meant")
+
+
+def _json_array(data: list, name: str, datatype: str, dtype: np.dtype, saw_constants: bool = True) -> np.ndarray:
     """JSON values to an array of `dtype`, refusing what a cast would change silently.
 
     numpy would happily read "1.5" as a float, 2.7 as the integer 2 and 300 as the INT8 44; the wire
@@ -256,7 +410,12 @@ def _json_array(data: list, name: str, datatype: str, dtype: np.dtype) -> np.nda
         info = np.iinfo(dtype)
         if int(parsed.min()) < info.min or int(parsed.max()) > info.max:
             raise ProtocolError(f"input '{name}' has values outside the range of {datatype}")
-    return parsed.astype(dtype, copy=False)
+    with np.errstate(over="ignore"):   # an overflow is reported below, as a 400
+        out = parsed.astype(dtype, copy=False)
+    if dtype.kind == "f":
+        # json reads 1e400 as inf: that is an overflow unless the request spelt Infinity somewhere.
+        _check_float_range(out, parsed if saw_constants else np.zeros(0), name, datatype)
+    return out
 
 
 def _exact_integers(data: list, name: str, datatype: str) -> np.ndarray:

@@ -24,6 +24,8 @@ class ServeSettings:
         instances: concurrent executions per model version (None: config's instance_group count, else 1).
         threads: ONNX Runtime intra-op threads per session (None: ONNX Runtime's default).
         max_body_bytes: largest request body accepted (413 above it).
+        decode_budget_bytes: bytes of request bodies read and decoded at once before the server answers 503
+            (None: four times max_body_bytes).
         max_queue: requests waiting per model version before the server answers 503.
         graceful_timeout_s: how long shutdown waits for requests in flight.
     """
@@ -36,6 +38,7 @@ class ServeSettings:
     instances: int | None = None
     threads: int | None = None
     max_body_bytes: int = 64 << 20
+    decode_budget_bytes: int | None = None
     max_queue: int = 256
     graceful_timeout_s: float = 30.0
     log_level: str = "info"

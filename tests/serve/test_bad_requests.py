@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -138,3 +139,125 @@ def _still_serving(server, reference):
     assert response.status_code == 200, response.text
     out = response.json()["outputs"][0]
     reference.assert_close("se", X, {"output": np.asarray(out["data"], np.float32).reshape(out["shape"])})
+
+
+# ------------------------------------------------------------------------------------- versions
+@pytest.mark.parametrize("version", ["%C2%B2", "\uff11", "\u0661", "1\u0660", "%F0%9D%9F%8F", "+1", "1.0", " 1"])
+def test_versions_are_ascii_digits_only(server, version):
+    """'²', fullwidth '１', Arabic-Indic '١' pass str.isdigit (and int() reads the last two as 1): each is a 400,
+    like Triton's, never a 500 and never version 1."""
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        ready = http.get(f"/v2/models/se/versions/{version}/ready")
+        infer = http.post(f"/v2/models/se/versions/{version}/infer", json={"inputs": [tensor()]})
+    for response in (ready, infer):
+        assert response.status_code == 400, (version, response.status_code, response.text)
+        assert "not a valid version" in response.json()["error"]
+
+
+def test_an_unknown_ascii_version_is_404(server):
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        assert http.get("/v2/models/se/versions/7/ready").status_code == 404
+        assert http.get("/v2/models/se/versions/1/ready").status_code == 200
+
+
+# ---------------------------------------------------------------- disconnects and the decode budget
+def _stalled_request(server, declared: int, sent: bytes = b'{"inputs": [') -> socket.socket:
+    """A POST whose body stops after `sent`, out of `declared` bytes: the server waits for the rest."""
+    host, port = server.address.split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(b"POST /v2/models/se/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % declared + sent)
+    return sock
+
+
+def test_client_disconnecting_mid_body_logs_one_line(server, reference):
+    before = server.log()
+    for _ in range(3):
+        sock = _stalled_request(server, 100_000)
+        time.sleep(0.2)
+        sock.close()
+    deadline = time.monotonic() + 10
+    while server.log().count("disconnected before sending the whole body") - \
+            before.count("disconnected before sending the whole body") < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    new = server.log()[len(before):]
+    assert new.count("disconnected before sending the whole body of POST /v2/models/se/infer") == 3, new
+    assert "Traceback" not in new and "Exception in ASGI application" not in new, new
+    _still_serving(server, reference)
+
+
+def test_bodies_decoded_at_once_are_bounded_by_a_budget(server, reference):
+    """The shared server takes 1 MiB bodies, so its budget is 4 MiB of bodies in flight: four stalled 1 MiB
+    uploads fill it, the next request is told 503 (retry later), and once they go it is served again."""
+    limit = 1 << 20
+    stalled = [_stalled_request(server, limit) for _ in range(4)]
+    try:
+        refused = None
+        deadline = time.monotonic() + 20
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            while refused is None and time.monotonic() < deadline:
+                response = http.post("/v2/models/se/infer", json={"inputs": [tensor()]})
+                if response.status_code == 503:
+                    refused = response
+                else:
+                    assert response.status_code == 200, response.text
+                    time.sleep(0.1)
+        assert refused is not None, "no request was refused while 4 MiB of bodies were being read"
+        assert "budget" in refused.json()["error"] and "retry" in refused.json()["error"]
+    finally:
+        for sock in stalled:
+            sock.close()
+    deadline = time.monotonic() + 20
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        while http.post("/v2/models/se/infer", json={"inputs": [tensor()]}).status_code == 503:
+            assert time.monotonic() < deadline, "the budget was not given back after the clients left"
+            time.sleep(0.1)
+    _still_serving(server, reference)
+
+
+# ------------------------------------------------------------------------------- unloadable models
+def _copy_model(model_repo, tmp_path, name: str = "se"):
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(model_repo / name, repo / name, ignore=shutil.ignore_patterns("2", "3"))
+    return repo, repo / name / "1" / "model.onnx"
+
+
+def _serve_once(repo, capfd):
+    from deploykit.cli import main
+
+    try:
+        main(["serve", str(repo), "--port", "0"])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    return code, capfd.readouterr().err
+
+
+def test_serve_refuses_a_garbage_model_file_in_one_line(model_repo, tmp_path, capfd):
+    repo, path = _copy_model(model_repo, tmp_path)
+    path.write_bytes(b"\x08\x07garbage, not a protobuf" * 10)
+    code, err = _serve_once(repo, capfd)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "se: version 1: ONNX Runtime cannot load model.onnx" in err
+
+
+def test_serve_refuses_external_data_outside_the_model_folder(model_repo, tmp_path, capfd):
+    import onnx
+
+    repo, path = _copy_model(model_repo, tmp_path)
+    model = onnx.load(str(path))
+    onnx.save(model, str(path), save_as_external_data=True, location="weights.bin", size_threshold=1024)
+    (path.parent / "weights.bin").rename(tmp_path / "weights.bin")   # ../../../weights.bin from the version
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../../../weights.bin"
+    path.write_bytes(model.SerializeToString())
+    code, err = _serve_once(repo, capfd)
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "cannot load model.onnx" in err and "escapes model directory" in err, err
