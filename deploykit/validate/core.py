@@ -163,14 +163,25 @@ def validate(path: str | Path, *, block: str | None = None, seed: int = 0,
 
         trt_module, _gpu = require_build_environment(purpose="comparing ONNX Runtime with TensorRT")
 
+    # The weights are read once, here, for every check that needs their values; then the in-memory model
+    # keeps only dims and small constants (see deploykit.validate.weights), so nothing below copies them.
+    from deploykit.validate import weights as weight_store
+    from deploykit.validate.fp16 import scan_weights
+
+    weight_checks = structure.initializers(model, path)
+    weight_scan = scan_weights(model.graph) if opts.fp16 and opts.run else None
+    model, stripped = weight_store.strip(model)
+    weight_store.release_freed_memory()
+
     report = ValidationReport(str(path))
-    report.checks.append(structure.checker(path))
+    with weight_store.by_offset_copy(path, model, stripped) as (check_path, _):
+        report.checks.append(structure.checker(path, check_path))
     report.checks.append(structure.shape_inference(model))
     report.checks.append(structure.versions(model))
     report.checks.append(structure.io(model, [t.name for t in inputs]))
     if external is not None:
         report.checks.append(external)
-    report.extend(structure.initializers(model, path))
+    report.extend(weight_checks)
 
     manifest = read_manifest(path)
     config = _reference_config(manifest, opts, model)
@@ -193,12 +204,13 @@ def validate(path: str | Path, *, block: str | None = None, seed: int = 0,
         report.add("run", True, "skipped (--no-run): structure and TensorRT audit only", severity="info",
                    category="numerics", skipped=True)
         return report
-    _numerics(report, path, model, info, inputs, manifest, config, profiles, opts, trt_module)
+    scan_args = {"skeleton": model, "stripped": stripped, "weight_scan": weight_scan}
+    _numerics(report, path, model, info, inputs, manifest, config, profiles, opts, trt_module, scan_args)
     return report
 
 
 # ------------------------------------------------------------------------------------------------ steps
-def _numerics(report, path, model, info, inputs, manifest, config, profiles, opts, trt_module) -> None:
+def _numerics(report, path, model, info, inputs, manifest, config, profiles, opts, trt_module, scan_args) -> None:
     from deploykit.validate import numerics
     from deploykit.validate.inputs import check_memory, load_npz, make_feeds, plan_shapes, unique_names
 
@@ -276,6 +288,9 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
 
     if opts.fp16:
         from deploykit.validate.fp16 import readiness
+        from deploykit.validate.weights import release_freed_memory
+
+        release_freed_memory()   # the first session's memory, before the scan's session takes its own
 
         if precision != "fp32":
             report.add("fp16_range", True, f"skipped: the graph already computes in {precision}", severity="info",
@@ -284,7 +299,7 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
             # Every --inputs file is the user's own data: each is scanned. Generated inputs share one
             # distribution, so the first shape stands for them.
             files = [f for f in feeds if f.from_file]
-            report.checks.append(readiness(path, info, files or feeds[:1]))
+            report.checks.append(readiness(path, info, files or feeds[:1], **scan_args))
 
 
 def _drop_empty(report, feeds):

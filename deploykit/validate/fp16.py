@@ -18,7 +18,9 @@ the nodes that read it in fp32, so the keep-list is both; `deploykit.export.fp16
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -110,16 +112,73 @@ def _node_name(node) -> str:
     return node.name or node.output[0]
 
 
-def scan(model_path, info, feeds) -> tuple[list[TensorRange], int]:
-    """Run the fp32 graph with its float intermediates exposed on one feed or several; (out-of-range tensors,
-    tensors checked). A tensor out of range for any feed is reported once, with its worst range."""
+def scan_weights(graph) -> tuple[list[TensorRange], int]:
+    """The weights fp16 conversion would store (initializers, Constant values) judged like tensors; (findings,
+    weights checked). Needs the weights' bytes: run it before `weights.strip`."""
+    from onnx import TensorProto, numpy_helper
+
+    float_types = (TensorProto.FLOAT, TensorProto.DOUBLE)
+    consumers: dict[str, list[str]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                consumers.setdefault(name, []).append(_node_name(node))
+    found, checked = [], 0
+    for name, origin, tensor in weights(graph):
+        if tensor.data_type not in float_types:
+            continue
+        checked += 1
+        try:
+            array = numpy_helper.to_array(tensor)
+        except Exception:  # noqa: BLE001 - an undecodable tensor is the structure checks' finding
+            continue
+        kind, max_abs, tiny, zero, bad = classify_counts(array)
+        if kind == "underflow" and array.size == 1 and _fp16_relative_error(array) < SCALAR_TOLERANCE:
+            continue  # a scalar epsilon fp16 still holds closely: see the module docstring
+        if kind:
+            found.append(TensorRange(name, kind, "initializer", origin, consumers.get(name, []),
+                                     max_abs, tiny, zero, int(array.size), bad))
+    return found, checked
+
+
+def _augmented(model_path: Path, skeleton, stripped: list[str]):
+    """(the graph to expose intermediates of, a file written for it or None). With a stripped skeleton, its
+    copy points at the weights' bytes inside the original file and is written beside it (ONNX Runtime reads
+    external data only from the model's folder); otherwise the whole model is loaded again."""
     import onnx
-    from onnx import TensorProto, helper, numpy_helper
+
+    from deploykit.validate import weights as weight_store
+
+    if skeleton is not None:
+        model = onnx.ModelProto()
+        model.CopyFrom(skeleton)
+        try:
+            offsets = weight_store.raw_data_offsets(model_path) if stripped else {}
+        except (OSError, ValueError):
+            offsets = None
+        if offsets is not None and weight_store.point_at_file(model, stripped, offsets, model_path.name):
+            return model, model_path.parent / f".deploykit-fp16-scan-{os.getpid()}-{id(model)}.onnx"
+    return onnx.load(str(model_path)), None  # with external data: locations were checked before
+
+
+def scan(model_path, info, feeds, *, skeleton=None, stripped=(), weight_scan=None) -> tuple[list[TensorRange], int]:
+    """Run the fp32 graph with its float intermediates exposed on one feed or several; (out-of-range tensors,
+    tensors checked). A tensor out of range for any feed is reported once, with its worst range.
+
+    Args:
+        skeleton / stripped: the in-memory model whose large weights `weights.strip` dropped, and their names;
+            None to load the model from `model_path` again.
+        weight_scan: `scan_weights` of the full model, run before it was stripped (None: run it here).
+    """
+    from onnx import TensorProto, helper
 
     from deploykit.backends.ort import OrtRunner
 
+    model_path = Path(model_path)
     float_types = (TensorProto.FLOAT, TensorProto.DOUBLE)
-    model = onnx.load(str(model_path))  # with external data: locations were checked before
+    model, written = _augmented(model_path, skeleton, list(stripped))
+    if weight_scan is None:
+        weight_scan = scan_weights(model.graph)
     graph = model.graph
     existing = {o.name for o in graph.output}
     producers = {name: node for node in graph.node for name in node.output if name}
@@ -128,7 +187,6 @@ def scan(model_path, info, feeds) -> tuple[list[TensorRange], int]:
         for name in node.input:
             if name:
                 consumers.setdefault(name, []).append(_node_name(node))
-    exposed = []
     for node in graph.node:
         if node.op_type == "Constant":
             continue
@@ -136,11 +194,28 @@ def scan(model_path, info, feeds) -> tuple[list[TensorRange], int]:
             elem = info.elem_types.get(name, 0)
             if name and elem in float_types and name not in existing:
                 graph.output.append(helper.make_tensor_value_info(name, elem, None))
-                exposed.append(name)
     worst: dict[str, TensorRange] = {}
     seen: set[str] = set()
-    if model.ByteSize() < MAX_BYTES:
-        with OrtRunner(model.SerializeToString(), optimization="none") as runner:
+    runner = None
+    if written is not None:
+        try:
+            written.write_bytes(model.SerializeToString())
+            runner = OrtRunner(written, optimization="none").activate()  # the weights are read here
+        except Exception:  # noqa: BLE001 - a read-only folder, or references ORT refuses: the old way below
+            runner = None
+        finally:
+            written.unlink(missing_ok=True)
+        if runner is None:
+            outputs = list(graph.output)
+            model, _ = _augmented(model_path, None, [])
+            graph = model.graph
+            graph.ClearField("output")
+            graph.output.extend(outputs)
+    if runner is None and model.ByteSize() < MAX_BYTES:
+        runner = OrtRunner(model.SerializeToString(), optimization="none").activate()
+    del model
+    if runner is not None:
+        with runner:
             for feed in [feeds] if isinstance(feeds, Feed) else feeds:
                 for name, value in runner.infer(feed.arrays).items():
                     if name not in producers or np.asarray(value).dtype.kind != "f":
@@ -151,23 +226,10 @@ def scan(model_path, info, feeds) -> tuple[list[TensorRange], int]:
                         node = producers[name]
                         worst[name] = TensorRange(name, kind, node.op_type, _node_name(node), consumers.get(name, []),
                                                   max_abs, tiny, zero, int(np.asarray(value).size), bad)
-    found, checked = list(worst.values()), len(seen)
-    for name, origin, tensor in weights(graph):  # the values fp16 conversion would store
-        if tensor.data_type not in float_types:
-            continue
-        checked += 1
-        array = numpy_helper.to_array(tensor)
-        kind, max_abs, tiny, zero, bad = classify_counts(array)
-        if kind == "underflow" and array.size == 1 and _fp16_relative_error(array) < SCALAR_TOLERANCE:
-            continue  # a scalar epsilon fp16 still holds closely: see the module docstring
-        if kind:
-            found.append(TensorRange(name, kind, "initializer", origin, consumers.get(name, []),
-                                     max_abs, tiny, zero, int(array.size), bad))
+    weight_found, weight_checked = weight_scan
+    found, checked = list(worst.values()) + list(weight_found), len(seen) + weight_checked
     found.sort(key=lambda t: t.kind != "non_finite")  # the broken tensors first
     return found, checked
-
-
-_RANK = {"non_finite": 0, "overflow": 1, "underflow": 2}
 
 
 def _worse(kind: str, max_abs: float, tiny: float, old: TensorRange | None) -> bool:
@@ -199,12 +261,13 @@ def _origin(t: TensorRange) -> str:
     return "weight" if t.producer == "initializer" else f"weight ({t.producer})"
 
 
-def readiness(model_path, info, feeds) -> Check:
-    """The fp16 check on one feed (usually the opt shape) or several (every --inputs file)."""
+def readiness(model_path, info, feeds, **scan_args) -> Check:
+    """The fp16 check on one feed (usually the opt shape) or several (every --inputs file); `scan_args` go to
+    `scan` (the stripped skeleton and the weights' findings)."""
     from deploykit.export.fp16 import DEFAULT_FP32_OPS
 
     feeds = [feeds] if isinstance(feeds, Feed) else list(feeds)
-    found, checked = scan(model_path, info, feeds)
+    found, checked = scan(model_path, info, feeds, **scan_args)
     where = ", ".join(f.name for f in feeds)
     shapes = ", ".join(dict.fromkeys(f.label for f in feeds))
     if not found:

@@ -130,11 +130,13 @@ def external_data(model, model_path: Path) -> Check | None:
                  severity="info", category=CATEGORY, data={"files": files})
 
 
-def checker(model_path: Path) -> Check:
+def checker(model_path: Path, check_path: Path | None = None) -> Check:
+    """The full ONNX checker on `check_path` (a by-offset copy of the model beside it, whose weights are not
+    loaded again; see deploykit.validate.weights) or on the model file itself."""
     import onnx
 
     try:
-        onnx.checker.check_model(str(model_path), full_check=True)
+        onnx.checker.check_model(str(check_path or model_path), full_check=True)
         return Check("onnx_checker", True, "onnx.checker (full check) found no problem", category=CATEGORY)
     except Exception as exc:  # noqa: BLE001 - the checker's findings are the verdict
         return Check("onnx_checker", False, _first_line(exc), category=CATEGORY,
