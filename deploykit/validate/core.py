@@ -133,8 +133,9 @@ def _check_manifest(content: dict, sidecar: Path) -> None:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first.get("loc", ())) or "?"
         got = type(first.get("input")).__name__
-        raise UserInputError(f"sidecar manifest '{sidecar}': field '{field}' is malformed ({first.get('msg', 'invalid')}"
-                             f"; got a {got})", hint="re-export the model or delete the sidecar") from None
+        raise UserInputError(f"sidecar manifest '{sidecar}': field '{field}' is malformed: "
+                             f"{first.get('msg', 'invalid')}, got a {got}",
+                             hint="re-export the model or delete the sidecar") from None
 
 
 def validate(path: str | Path, *, block: str | None = None, seed: int = 0,
