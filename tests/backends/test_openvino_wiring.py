@@ -53,6 +53,17 @@ def test_bench_openvino_rows_checked_against_pytorch(cli, tmp_path):
     assert rows[("openvino-bf16", 2)]["max_abs_err"] > rows[("openvino-cpu", 2)]["max_abs_err"]
 
 
+def test_bench_int8_rows_judged_by_the_int8_gate(cli):
+    result = cli("bench", "--block", "se", "--backends", "ort,ort-int8,openvino-int8", "--batch", "2",
+                 "--size", "8x8", "--warmup", "1", "--iters", "3", "--threads", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    rows = {r["backend"]: r for r in result.json()["rows"]}
+    for name in ("onnxruntime-int8", "openvino-int8"):
+        assert rows[name]["status"] == "ok" and rows[name]["outputs_checked"], rows[name]
+        # quantized: far outside the fp32 tolerance, yet passed, because its gate is relative L2 and cosine
+        assert rows[name]["max_abs_err"] > 1e-3
+
+
 def test_bench_openvino_missing_is_a_skipped_row(cli, no_openvino):
     result = cli("bench", "--block", "se", "--backends", "ort,openvino", "--batch", "1", "--size", "8x8",
                  "--warmup", "1", "--iters", "2", "--json")
