@@ -117,7 +117,8 @@ def render(results: dict, batches, env: dict, load_note: str, args) -> list[str]
             if vs_ovd is not None and vs_ovd < 1.0:
                 never_slower = False
             if name == "resnet50_cbam":
-                int8_checks[b] = (ort / i_ort if ort and i_ort else None, ort / best_int8 if ort and best_int8 else None)
+                int8_checks[b] = (ort / i_ort if ort and i_ort else None,
+                                  ort / best_int8 if ort and best_int8 else None)
             rows.append([name, b, common.fmt_ms(ort), common.fmt_ms(ovd), rec["pick"] or "none", common.fmt_ms(pms),
                          common.fmt_ratio(vs_ort), common.fmt_ratio(vs_ovd), common.fmt_ms(i_ort), common.fmt_ms(i_ov),
                          common.fmt_ratio(ort / best_int8 if ort and best_int8 else None),
@@ -126,7 +127,8 @@ def render(results: dict, batches, env: dict, load_note: str, args) -> list[str]
     g = geomean(pick_ratios)
     lines += ["## Targets", "",
               f"- tune's pick vs ORT fp32, geomean over {len(pick_ratios)} graph x batch cells: "
-              f"{common.fmt_ratio(g)} (target >= {TARGET_PICK}x): {common.verdict(g >= TARGET_PICK if pick_ratios else None)}",
+              f"{common.fmt_ratio(g)} (target >= {TARGET_PICK}x): "
+              f"{common.verdict(g >= TARGET_PICK if pick_ratios else None)}",
               f"- tune's pick at least as fast as OpenVINO's default on every graph and batch: "
               f"{common.verdict(never_slower)}"]
     for b, (on_ort, best) in int8_checks.items():

@@ -39,6 +39,17 @@ def test_all_precisions_written_gated_and_served(cli, tmp_path):
     assert '"HINT_BF16"' in bf16_config and "platform" not in bf16_config
     assert 'platform: "onnxruntime_onnx"' in (out / "se_int8" / "config.pbtxt").read_text()
 
+    # validate judges an INT8 artifact by its gate (its elements are not meant to meet fp32's atol/rtol) ...
+    int8_model = str(out / "se_int8" / "1" / "model.onnx")
+    gated = cli("validate", int8_model, "--no-fp16", "--trt", "none", "--json")
+    assert gated.exit_code == 0, gated.stdout
+    parity = [c for c in gated.json()["checks"] if c["name"].startswith("parity[")]
+    assert parity and all(c["passed"] and "int8 gate" in c["detail"] for c in parity)
+    assert cli("validate", int8_model, "--no-fp16", "--trt", "none", "--atol", "1e-4", "--rtol", "1e-4").exit_code == 1
+    # ... and the TensorRT flavour passes the TensorRT audit, where the CPU flavour (uint8) does not
+    assert cli("validate", str(out / "se_int8_trt" / "1" / "model.onnx"), "--no-fp16").exit_code == 0
+    assert cli("validate", int8_model, "--no-fp16").exit_code == 1
+
     pytest.importorskip("tritonclient", reason="needs the serve extra")
     from deploykit.serve.models import Repository
     from deploykit.serve.settings import ServeSettings
