@@ -59,7 +59,7 @@ def tune(source, *, batches: list[int], out_dir: Path, name: str | None = None, 
         int8 = next((a for a in status.artifacts if a.precision == "int8"), None)
         int8_problem = "" if int8 else f"the INT8 graph failed its gate: {status.error}"
         cands = candidates(fp32.onnx, int8.onnx if int8 else None, int8_problem,
-                           openvino=importlib.util.find_spec("openvino") is not None)
+                           openvino=_has_openvino())
         inputs = {b: make_input((b, source.channels, source.height, source.width), seed + b) for b in batches}
         expected = {b: source.expected(x) for b, x in inputs.items()}
         try:
@@ -89,6 +89,14 @@ def tune(source, *, batches: list[int], out_dir: Path, name: str | None = None, 
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _has_openvino() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def markdown(result: TuneResult) -> str:

@@ -104,3 +104,23 @@ def test_a_candidate_failing_its_gate_is_never_picked(cli, tmp_path, monkeypatch
         assert rows[name]["status"] == "failed" and "relative L2" in rows[name]["reason"]
     assert rec["pick"] in ("openvino-bf16", "ort-int8", "openvino-int8")
     assert not (tmp_path / "m").exists()
+
+
+def test_without_openvino_only_onnx_runtime_candidates_run(cli, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    result = cli("tune", "se", *FAST, "--out", str(tmp_path / "m"), "--json", "--no-install")
+    assert result.exit_code == 0, result.stderr
+    rows = {r["candidate"]: r for r in result.json()["candidates"]}
+    for name, row in rows.items():
+        if name.startswith("openvino"):
+            assert row["status"] == "failed" and "pip install 'deploykit[openvino]'" in row["reason"]
+        else:
+            assert row["status"] == "ok"
+    assert result.json()["pick"] in ("ort-fp32", "ort-int8")
+
+
+def test_unknown_model_is_exit_2(cli, tmp_path):
+    result = cli("tune", "resnet50_cbm", "--out", str(tmp_path / "m"))
+    assert result.exit_code == 2 and "resnet50_cbam" in result.stderr and "Traceback" not in result.stderr
