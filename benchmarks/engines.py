@@ -46,6 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("--iters", type=int, default=5)
     parser.add_argument("--threads", type=int, help="intra-op threads for every engine (default: the cores)")
     parser.add_argument("--out", default=str(common.RESULTS / "engines.md"))
+    parser.add_argument("--note", action="append", default=[], help="a line for the results header (repeatable)")
     args = parser.parse_args(argv)
 
     from deploykit.bench import source as sources
@@ -92,6 +93,7 @@ def render(results: dict, batches, env: dict, load_note: str, args) -> list[str]
         "(as `deploykit serve` runs it); OpenVINO f32/bf16/INT8 compile once per batch size.",
         "OpenVINO default = compile_model(onnx) with the plugin's defaults on the dynamic graph (bf16 on AMX).",
         "INT8 = the CPU Q/DQ flavour (u8 activations, per-channel s8 weights) calibrated on seeded random inputs.",
+        *args.note,
     ])
     headers = ["graph", "batch", "ORT fp32 ms", "OpenVINO default ms", "pick", "pick ms", "pick vs ORT",
                "pick vs OV default", "ORT int8 ms", "OV int8 ms", "best int8 vs ORT fp32", "pick rel L2"]
