@@ -33,7 +33,7 @@ def load_openvino(purpose: str = "running a model with OpenVINO"):
     try:
         import openvino
     except ImportError as exc:
-        raise MissingDependency(f"openvino is not installed, which {purpose} needs ({exc})",
+        raise MissingDependency(f"openvino is not installed, which {purpose} needs: {exc}",
                                 hint=INSTALL_HINT) from None
     return openvino
 
