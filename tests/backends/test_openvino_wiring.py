@@ -112,3 +112,24 @@ def test_serve_openvino_entry_with_wrong_config_fails_at_load(tmp_path):
     (entry / "config.pbtxt").write_text(CONFIG.replace('name: "output"', 'name: "logits"'))
     with pytest.raises(UserInputError, match="logits"):
         Repository.load(tmp_path / "repo", ServeSettings())
+
+
+def test_serve_skips_openvino_entries_without_openvino_and_serves_the_rest(tmp_path, no_openvino):
+    pytest.importorskip("tritonclient", reason="needs the serve extra")
+    from deploykit.serve.models import Repository
+    from deploykit.serve.settings import ServeSettings
+
+    for name, config in (("tiny", CONFIG), ("tiny_ort", CONFIG.replace('name: "tiny"', 'name: "tiny_ort"').replace(
+            'backend: "openvino"', 'platform: "onnxruntime_onnx"'))):
+        (tmp_path / "repo" / name / "1").mkdir(parents=True)
+        tiny_conv_model(tmp_path / "repo" / name / "1" / "model.onnx")
+        (tmp_path / "repo" / name / "config.pbtxt").write_text(config)
+    repo = Repository.load(tmp_path / "repo", ServeSettings())
+    try:
+        assert set(repo.models) == {"tiny_ort"}
+        assert [u.name for u in repo.unavailable] == ["tiny"]
+        assert "pip install 'deploykit[openvino]'" in repo.unavailable[0].reason
+    finally:
+        for model in repo.models.values():
+            for mv in model.versions.values():
+                mv.runner.deactivate()
