@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "build": ("deploykit.commands.build", "build", "Build a TensorRT engine from an ONNX model (needs TensorRT and a GPU)."),
     "bench": ("deploykit.commands.bench", "bench", "Benchmark a block, network or ONNX model across backends."),
     "serve": ("deploykit.commands.serve", "serve", "Serve a model repository over the KServe v2 protocol."),
+    "tune": ("deploykit.commands.tune", "tune", "Pick the fastest verified CPU engine and precision and install it."),
 }
 
 

@@ -12,6 +12,11 @@ Names accepted by `--backends`:
     compile    torch.compile (inductor) of the twin, one compile per batch size (dynamic=False)
     ort        ONNX Runtime on the verified export: CPU EP, or the CUDA EP with device-bound I/O on a GPU
     trt        TensorRT engine built from the same graph (needs TensorRT and a GPU)
+    openvino   OpenVINO on the same graph in f32, compiled per batch size (static shapes)
+    openvino-bf16  the same with INFERENCE_PRECISION_HINT bf16 (what `export --precision bf16` ships);
+               its outputs are checked at the bf16 gate (relative L2, cosine), not at the fp32 tolerance
+    ort-int8, openvino-int8  the graph quantized to the CPU INT8 Q/DQ flavour (deploykit.precisions, calibrated
+               on seeded random inputs: a speed measurement, not an accuracy claim), checked at the INT8 gate
     cudagraph  the twin captured in a CUDA graph and replayed (GPU only)
 """
 
@@ -23,7 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-BACKEND_NAMES = ("torch", "compile", "ort", "trt", "cudagraph")
+BACKEND_NAMES = ("torch", "compile", "ort", "trt", "cudagraph", "openvino", "openvino-bf16", "ort-int8",
+                 "openvino-int8")
 DEFAULT_BACKENDS = ("torch", "compile", "ort", "trt")
 
 
@@ -244,6 +250,46 @@ class OnnxRuntime(BenchBackend):
         self.runner.deactivate()
 
 
+class OpenVino(BenchBackend):
+    """OpenVINO's CPU plugin on the verified graph, one compiled model per batch size (see backends/openvino.py).
+
+    A call is OpenVinoRunner.infer: numpy in, numpy out, as for ONNX Runtime's `session.run`. A reduced
+    precision carries its own `gate` (deploykit.precisions), which the run applies instead of the fp32
+    tolerance."""
+
+    def __init__(self, onnx_path, variant: str | None, precision: str = "f32", threads: int | None = None,
+                 input_name: str = "input"):
+        super().__init__("cpu")
+        from deploykit.backends.openvino import OpenVinoRunner
+
+        self.name = "openvino-cpu" if precision == "f32" else f"openvino-{precision}"
+        self.label = f"OpenVINO {precision}"
+        self.variant = variant
+        self.untracked_memory = "OpenVINO's allocations are not visible to the measurement"
+        self.runner = OpenVinoRunner(str(onnx_path), precision=precision, threads=threads).activate()
+        self.input_name = input_name
+        self.feed = None
+        if precision != "f32":
+            from deploykit.precisions.gate import DEFAULT_LIMITS
+
+            self.gate = DEFAULT_LIMITS[precision]
+
+    def prepare(self, x: np.ndarray) -> None:
+        self.feed = {self.input_name: x}
+        self.runner.infer(self.feed)   # compiles for this batch size outside the timed calls
+
+    def outputs(self) -> list[np.ndarray]:
+        out = self.runner.infer(self.feed)
+        return [out[n] for n in self.runner.output_names]
+
+    def call(self) -> None:
+        self.runner.infer(self.feed)
+
+    def close(self) -> None:
+        self.feed = None
+        self.runner.deactivate()
+
+
 class TensorRT(BenchBackend):
     """A TensorRT engine built from the verified graph with `deploykit build`'s pipeline. A call goes through
     TrtRunner.infer, so it includes the host-to-device input copy and the device-to-host output copy."""
@@ -358,6 +404,56 @@ def make_backends(names, source, *, device: str, threads: int | None, compile_ba
                                          source.fixed_batch))
             except Exception as exc:  # noqa: BLE001
                 missing.append(Unavailable(row, label, source.variant, "failed", _error_line(exc)))
+        elif name in ("ort-int8", "openvino-int8"):
+            row = "onnxruntime-int8" if name == "ort-int8" else name
+            label = "ORT CPU int8" if name == "ort-int8" else "OpenVINO int8"
+            if cuda:
+                missing.append(Unavailable(row, label, source.variant, "skipped",
+                                           "the CPU INT8 flavour is timed on the CPU; bench it with --device cpu"))
+                continue
+            try:
+                if name == "openvino-int8":
+                    from deploykit.backends.openvino import load_openvino
+
+                    load_openvino("benchmarking OpenVINO")
+            except Exception as exc:  # noqa: BLE001 - a missing engine is a skipped row with the install hint
+                missing.append(Unavailable(row, label, source.variant, "skipped", _error_line(exc)))
+                continue
+            try:
+                log("quantizing the ONNX graph to INT8 (CPU Q/DQ)")
+                graph = _int8_graph(source)
+                if name == "ort-int8":
+                    backend = OnnxRuntime(graph, source.variant, device, threads, source.input_name,
+                                          source.fixed_batch)
+                    backend.name, backend.label = row, label
+                else:
+                    backend = OpenVino(graph, source.variant, "f32", threads, source.input_name)
+                    backend.name, backend.label = row, label
+                from deploykit.precisions.gate import DEFAULT_LIMITS
+
+                backend.gate = DEFAULT_LIMITS["int8"]
+                ready.append(backend)
+            except Exception as exc:  # noqa: BLE001
+                missing.append(Unavailable(row, label, source.variant, "failed", _error_line(exc)))
+        elif name in ("openvino", "openvino-bf16"):
+            precision = "bf16" if name == "openvino-bf16" else "f32"
+            row, label = ("openvino-cpu" if precision == "f32" else name), f"OpenVINO {precision}"
+            if cuda:
+                missing.append(Unavailable(row, label, source.variant, "skipped",
+                                           "OpenVINO runs here on the CPU; bench it with --device cpu"))
+                continue
+            try:
+                from deploykit.backends.openvino import load_openvino
+
+                load_openvino("benchmarking OpenVINO")
+            except Exception as exc:  # noqa: BLE001 - a missing engine is a skipped row with the install hint
+                missing.append(Unavailable(row, label, source.variant, "skipped", _error_line(exc)))
+                continue
+            try:
+                log("loading the ONNX graph into OpenVINO")
+                ready.append(OpenVino(source.onnx_path(), source.variant, precision, threads, source.input_name))
+            except Exception as exc:  # noqa: BLE001
+                missing.append(Unavailable(row, label, source.variant, "failed", _error_line(exc)))
         elif name == "trt":
             from deploykit.trt.capabilities import INSTALL_HINT, cuda_device, import_tensorrt
 
@@ -383,6 +479,22 @@ def make_backends(names, source, *, device: str, threads: int | None, compile_ba
 def _no_torch_reason(source) -> str:
     return ("no PyTorch source: the ONNX file has no deploykit manifest beside it to rebuild the module from"
             if source.kind == "onnx" else "no PyTorch module")
+
+
+def _int8_graph(source):
+    """The source's graph as a CPU-flavour INT8 Q/DQ graph (made once per source, in its work directory)."""
+    path = source.workdir() / "int8" / "model_int8.onnx"
+    if path.is_file():
+        return path
+    import onnx
+
+    from deploykit.precisions.calibration import random_calibration
+    from deploykit.precisions.int8 import quantize
+
+    fp32 = onnx.load(str(source.onnx_path()))
+    calibration = random_calibration((4, source.channels, source.height, source.width), seed=0)
+    onnx.save(quantize(fp32, "cpu", calibration, source.input_name, path.parent), str(path))
+    return path
 
 
 def _build_plan(source):

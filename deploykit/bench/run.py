@@ -191,7 +191,13 @@ def _bench_batch(source, settings, batch, backends, monitor, log) -> list[BenchR
                 row.status = "failed"
                 row.reason = f"outputs differ from PyTorch: {len(actual)} outputs, expected {len(names)}; not timed"
                 continue
-            cmp = compare_outputs(expected, dict(zip(names, actual)), source.tolerance)
+            limits = getattr(backend, "gate", None)   # a reduced precision's own gate (deploykit.precisions)
+            if limits is not None:
+                from deploykit.precisions.gate import judge
+
+                cmp = judge(expected, dict(zip(names, actual)), limits)
+            else:
+                cmp = compare_outputs(expected, dict(zip(names, actual)), source.tolerance)
             row.outputs_checked, row.checked_against = True, against
             row.max_abs_err, row.max_rel_err = cmp.max_abs, cmp.max_rel
             if not cmp:

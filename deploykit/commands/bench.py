@@ -84,7 +84,8 @@ def _resolve_device(device: str) -> str:
 @click.option("--block", help="Registered block name (see `deploykit list`).")
 @click.option("--model", "network", help="Network name with an export config in export_configs/.")
 @click.option("--backends", default="torch,compile,ort,trt", show_default=True,
-              help="Comma-separated: torch (eager reference and twin), compile, ort, trt, cudagraph.")
+              help="Comma-separated: torch (eager reference and twin), compile, ort, trt, cudagraph, openvino "
+                   "(f32, compiled per batch), openvino-bf16, ort-int8, openvino-int8 (CPU Q/DQ).")
 @click.option("--batch", "batches", default="1,8,32", show_default=True, help="Comma-separated batch sizes.")
 @click.option("--size", help="Spatial size HxW (default: the export config's).")
 @click.option("--warmup", type=click.IntRange(0), default=10, show_default=True, help="Untimed calls first.")

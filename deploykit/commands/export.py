@@ -109,13 +109,18 @@ def _resize(spec, key: str, value: int, size: str, origin: str) -> dict:
                              "min/max range, the range is kept and the size must lie inside it (an error otherwise).")
 @click.option("--dynamic-hw", is_flag=True, help="Make H and W dynamic: the config's own min/max range where it "
                                                  "sets one, else opt/2 .. opt*2.")
-@click.option("--precision", "precisions", multiple=True, type=click.Choice(["fp32", "fp16"]), help="Precisions to write (repeatable).")
+@click.option("--precision", "precisions", multiple=True,
+              type=click.Choice(["fp32", "fp16", "bf16", "int8", "int8_trt"]),
+              help="Precisions to write (repeatable): bf16 is OpenVINO's bf16 setting, int8 a Q/DQ graph for CPU "
+                   "runtimes, int8_trt one for TensorRT; each is gated against fp32 PyTorch.")
+@click.option("--calibration", type=click.Path(exists=True), metavar="DIR|FILE.npz",
+              help="Real inputs to calibrate INT8 with (without it: random data, with a warning).")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--force", is_flag=True, help="Replace the latest version of an existing model.")
 @click.option("--new-version", is_flag=True, help="Write a new version directory beside the existing ones.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress output).")
 def export(block, model, config_path, variant, weights, out_dir, opset, batch, size, dynamic_hw, precisions,
-           no_simplify, force, new_version, as_json):
+           calibration, no_simplify, force, new_version, as_json):
     """Export a block or network to ONNX, simplify it with onnxsim, and verify every graph against PyTorch
     before writing it to the model repository (Triton layout)."""
     from pathlib import Path
@@ -130,6 +135,8 @@ def export(block, model, config_path, variant, weights, out_dir, opset, batch, s
     try:
         config = build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights,
                               no_simplify, model=model)
+        if calibration:
+            config = config.model_copy(update={"calibration": str(calibration)})
         report = Path(out_dir) / config.model_name / REPORT_NAME
         before = _stamp(report)
         status = run_export(config, out_dir, force=force, new_version=new_version,

@@ -3,7 +3,7 @@
 Structure, TensorRT readiness (audited against the ONNX-TensorRT parser's support lists, no TensorRT
 needed), ONNX Runtime at several shapes with NaN/Inf detection, parity with the PyTorch reference, ORT vs
 TensorRT with --backend trt, and fp16 readiness. Exit 0 pass, 1 a check failed, 2 unusable input,
-3 --backend trt without TensorRT or a GPU. Nothing heavy is imported until the command runs.
+3 --backend trt without TensorRT or a GPU, or --backend openvino without openvino. Nothing heavy is imported until the command runs.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ _MODES = ("elementwise", "max", "mean", "quantile")
 @click.option("--quantile", type=click.FloatRange(0, 1), help="Quantile for --check-mode quantile (default 0.99).")
 @click.option("--trt", "trt_target", type=click.Choice(["both", "10", "11", "none"]), default="both",
               show_default=True, help="TensorRT versions to audit the graph against (none: skip the audit).")
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
-              help="trt: also build a TensorRT engine and compare it with ONNX Runtime (needs TensorRT and a GPU).")
+@click.option("--backend", type=click.Choice(["ort", "trt", "openvino"]), default="ort", show_default=True,
+              help="trt: also build a TensorRT engine and compare it with ONNX Runtime (needs TensorRT and a GPU); "
+                   "openvino: also run the graph with OpenVINO (f32) and compare (needs openvino).")
 @click.option("--no-fp16", "no_fp16", is_flag=True, help="Skip the fp16 readiness check.")
 @click.option("--no-run", "no_run", is_flag=True, help="Structure and TensorRT audit only; do not run the model.")
 @click.option("--max-input-mb", default=1024.0, show_default=True, type=click.FloatRange(min=0, min_open=True),

@@ -17,7 +17,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr
 from deploykit.errors import UserInputError
 
 CONFIG_DIR_NAME = "export_configs"
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8", "int8_trt")  # bf16/int8*: deploykit.precisions
 
 
 class _Strict(BaseModel):
@@ -119,11 +119,12 @@ class ExportConfig(_Strict):
     input: InputSpec
     output_name: str = Field(default="output", min_length=1)
     opset: Int = Field(default=18, ge=13, le=23)
-    precisions: list[Literal["fp32", "fp16"]] = Field(default_factory=lambda: ["fp32"])
+    precisions: list[Literal[PRECISIONS]] = Field(default_factory=lambda: ["fp32"])
     tolerances: dict[Literal["fp32", "fp16"], ToleranceSpec] = Field(default_factory=_default_tolerances)
     simplify: bool = True
     exporters: list[Literal["dynamo", "torchscript"]] = Field(default_factory=lambda: ["dynamo", "torchscript"])
     seed: Int = Field(default=0, ge=0, le=SEED_MAX)
+    calibration: str | None = None   # INT8 calibration inputs: a .npz file or a directory (None: random, warned)
     # Where the fields came from (a file path, or "defaults of 'se' with flags"), for errors found later.
     _origin: str = PrivateAttr(default="<config>")
 
@@ -146,7 +147,7 @@ class ExportConfig(_Strict):
         if not self.exporters:
             raise ValueError("exporters is empty; list dynamo and/or torchscript")
         for p in self.precisions:
-            if p not in self.tolerances:
+            if p not in self.tolerances and p in ("fp32", "fp16"):  # bf16/int8 are gated by deploykit.precisions
                 self.tolerances[p] = _default_tolerances()[p]
         return self
 

@@ -465,6 +465,26 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
         if parity16:
             graphs["fp16"] = half
 
+    # 5b. engine precisions (bf16, INT8 Q/DQ): built and gated against fp32 PyTorch by deploykit.precisions
+    for precision in [p for p in config.precisions if p not in ("fp32", "fp16")]:
+        import sys
+
+        from deploykit.precisions import make_precision
+
+        st, t0 = status.stage(precision), time.perf_counter()
+        with progress.stage(f"make {precision} and verify") as ps:
+            made = make_precision(precision, chosen, input_name=inp.name, inputs=inputs, expected=expected,
+                                  work=work / precision, calibration=config.calibration, seed=config.seed,
+                                  warn=lambda message: print(message, file=sys.stderr, flush=True))
+            status.parity[precision] = made.report
+            ps.detail = "; ".join(made.report.problems[:2] + [f"rel L2 {made.report.max_rel_l2:.2e}, cosine "
+                                                              f"{made.report.min_cosine:.6f}"])
+            ps.outcome = "ok" if made else "failed"
+        st.status, st.detail = ("ok" if made else "failed"), ps.detail
+        timed(st, t0)
+        if made:
+            graphs[precision] = made.model
+
     # 6. artifacts: only verified graphs
     st, t0 = status.stage("write"), time.perf_counter()
     with progress.stage(f"write model repository entries to {out_dir}") as ps:
@@ -585,8 +605,10 @@ def _stage_model(graph, precision, model_name, version, out_dir, config, mods, s
         }
         atomic_write_json(staging / MANIFEST_NAME, manifest)
         max_batch = b.max if b.min != b.max else 0
-        pbtxt = atomic_write_text(staging / "config.pbtxt",
-                                  config_pbtxt(model_name, "onnxruntime_onnx", inputs, outputs, max_batch))
+        from deploykit.precisions import serving_config
+
+        pbtxt = atomic_write_text(staging / "config.pbtxt", serving_config(
+            precision, config_pbtxt(model_name, "onnxruntime_onnx", inputs, outputs, max_batch)))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

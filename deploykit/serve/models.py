@@ -29,8 +29,9 @@ from deploykit.serve.scheduler import Scheduler, Stats
 from deploykit.serve.settings import ServeSettings
 
 ONNX, PLAN = "onnxruntime_onnx", "tensorrt_plan"
-DEFAULT_FILES = {ONNX: "model.onnx", PLAN: "model.plan"}
-BACKENDS = {"onnxruntime": ONNX, "tensorrt": PLAN}
+OPENVINO = "openvino"   # Triton names no platform for it: `backend: "openvino"` (model.xml, or model.onnx by name)
+DEFAULT_FILES = {ONNX: "model.onnx", PLAN: "model.plan", OPENVINO: "model.xml"}
+BACKENDS = {"onnxruntime": ONNX, "tensorrt": PLAN, "openvino": OPENVINO}
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,13 @@ RunnerFactory = Callable[[str, Path, ServeSettings], object]
 
 
 def default_runner(platform: str, path: Path, settings: ServeSettings):
-    """An activated runner for the model file (ONNX Runtime or TensorRT)."""
+    """An activated runner for the model file (ONNX Runtime, OpenVINO or TensorRT)."""
     if platform == ONNX:
         return _serving_ort_runner(path, settings.threads).activate()
+    if platform == OPENVINO:
+        from deploykit.backends.openvino import serving_runner
+
+        return serving_runner(path, settings.threads).activate()
     from deploykit.backends.trt import TrtRunner
 
     return TrtRunner(path).activate()
@@ -289,7 +294,8 @@ def _platform(config) -> str:
     if platform not in DEFAULT_FILES:
         what = f"platform '{config.platform}'" if config.platform else f"backend '{config.backend or '(none)'}'"
         raise UserInputError(f"{what} is not served by deploykit",
-                             hint="deploykit serves onnxruntime_onnx and tensorrt_plan models; Triton serves the rest")
+                             hint="deploykit serves onnxruntime_onnx, tensorrt_plan and openvino models; "
+                                  "Triton serves the rest")
     return platform
 
 
@@ -352,8 +358,8 @@ def _load_model(model_dir: Path, settings: ServeSettings, runner_factory: Runner
     if delay_us is None:
         delay_us = int(config.dynamic_batching.max_queue_delay_microseconds)
     instances = settings.instances or sum(int(g.count) for g in config.instance_group) or 1
-    if platform == PLAN:
-        instances = 1  # one TensorRT execution context per version: its runs must not overlap
+    if platform in (PLAN, OPENVINO):
+        instances = 1  # one TensorRT execution context / OpenVINO infer request per version: runs must not overlap
     max_group = min(settings.max_batch or max_batch, max_batch) if max_batch > 0 else 1
 
     model = Model(name, platform, config, max_batch, inputs, outputs, batching)

@@ -41,7 +41,8 @@ class ValidateOptions:
         atol / rtol: tolerance flags, "1e-3" or "OUTPUT:1e-3".
         check_mode / quantile: comparison statistic (elementwise, max, mean, quantile).
         trt: TensorRT versions to audit: "both", "10", "11" or "none".
-        backend: "ort", or "trt" to also compare ONNX Runtime with a TensorRT engine.
+        backend: "ort", "trt" to also compare ONNX Runtime with a TensorRT engine, or "openvino" to compare
+            it with OpenVINO (f32).
         fp16: run the fp16 readiness check.
         run: run the model at all (False: structure and TensorRT audit only).
         max_input_mb: refuse shapes whose inputs would need more memory than this.
@@ -163,6 +164,10 @@ def validate(path: str | Path, *, block: str | None = None, seed: int = 0,
         from deploykit.trt.capabilities import require_build_environment
 
         trt_module, _gpu = require_build_environment(purpose="comparing ONNX Runtime with TensorRT")
+    elif opts.backend == "openvino":
+        from deploykit.backends.openvino import load_openvino
+
+        load_openvino("comparing ONNX Runtime with OpenVINO")  # exit 3 with the install hint
 
     # The weights are read once, here, for every check that needs their values; then the in-memory model
     # keeps only dims and small constants (see deploykit.validate.weights), so nothing below copies them.
@@ -279,13 +284,26 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
                                        f"semantics), weights: {src.weights or f'seeded (seed {config.seed})'}")
         expected, outputs_check = numerics.reference_outputs(config, feeds, output_names)
         report.checks.append(outputs_check)
-        report.extend(numerics.comparison_checks("parity", "PyTorch reference", expected, actual, tols))
+        if precision in ("bf16", "int8", "int8_trt") and not (opts.atol or opts.rtol):
+            from deploykit.validate.engines import gate_checks   # reduced precisions: their gate, not atol/rtol
+
+            report.extend(gate_checks("parity", "PyTorch reference", expected, actual, precision))
+        else:
+            report.extend(numerics.comparison_checks("parity", "PyTorch reference", expected, actual, tols))
 
     if trt_module is not None:
         trt_out, checks = numerics.trt_outputs(path, inputs, feeds, trt_module, profiles)
         report.extend(checks)
         if trt_out is not None:
             report.extend(numerics.comparison_checks("trt_parity", "ONNX Runtime", actual, trt_out, tols))
+
+    if opts.backend == "openvino":
+        from deploykit.validate.engines import openvino_outputs
+
+        ov_out, checks = openvino_outputs(path, feeds)
+        report.extend(checks)
+        if ov_out is not None:
+            report.extend(numerics.comparison_checks("openvino_parity", "ONNX Runtime", actual, ov_out, tols))
 
     if opts.fp16:
         from deploykit.validate.fp16 import readiness
