@@ -88,13 +88,55 @@ class ParityReport:
                 "shapes": [s.as_dict() for s in self.shapes]}
 
 
-def torch_outputs(module, x: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
+def torch_outputs(module, x: np.ndarray, output_names: list[str], *,
+                  allow_non_finite: bool = False) -> dict[str, np.ndarray]:
+    """PyTorch's outputs for `x`. NaN or Inf in them fails the verification (CheckFailed naming where they
+    start) unless allowed: NaN compares equal to NaN, so a broken model would otherwise "pass"."""
     import torch
 
     with torch.inference_mode():
         out = module(torch.from_numpy(x))
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    return {name: o.float().numpy() for name, o in zip(output_names, outs)}
+    result = {name: o.float().numpy() for name, o in zip(output_names, outs)}
+    bad = [name for name, o in result.items() if not np.isfinite(o).all()]
+    if bad and not allow_non_finite:
+        from deploykit.errors import CheckFailed
+
+        raise CheckFailed(f"PyTorch's output '{bad[0]}' holds NaN or Inf at input shape {list(x.shape)}; "
+                          f"{first_non_finite(module, x)}, so nothing can be verified and nothing was written",
+                          hint="fix the weights or the inputs, or pass --allow-non-finite to export it anyway")
+    return result
+
+
+def first_non_finite(module, x: np.ndarray) -> str:
+    """Where non-finite values start: the first weight or buffer holding one, else the first submodule (in
+    execution order) whose output holds one."""
+    import torch
+
+    for kind, named in (("weight", module.named_parameters()), ("buffer", module.named_buffers())):
+        for name, t in named:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return f"the first non-finite tensor is the {kind} '{name}'"
+    found: list[str] = []
+
+    def hook(name):
+        def record(_mod, _inp, out):
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            if not found and any(isinstance(o, torch.Tensor) and o.is_floating_point()
+                                 and not bool(torch.isfinite(o).all()) for o in outs):
+                found.append(name)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in module.named_modules() if n]
+    try:
+        with torch.inference_mode():
+            module(torch.from_numpy(x))
+    finally:
+        for h in handles:
+            h.remove()
+    # Hooks fire when a module finishes, so a parent reports after its children: the first is the innermost.
+    return (f"the first non-finite tensor is the output of '{found[0]}'" if found
+            else "the weights are finite: the non-finite values start in the model's own code")
 
 
 def check_parity(label: str, runner, input_name: str, expected_by_shape: dict, tol: Tolerance,

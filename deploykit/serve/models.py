@@ -23,6 +23,7 @@ import numpy as np
 
 from deploykit.errors import DeployKitError, MissingDependency, UserInputError
 from deploykit.repository import MODEL_NAME_RE, version_dirs
+from deploykit.repository_journal import recover
 from deploykit.serve.model_config import data_type_name, load_config
 from deploykit.serve.protocol import DATATYPES, InferRequest, ProtocolError, triton_to_kserve
 from deploykit.serve.scheduler import Scheduler, Stats
@@ -200,6 +201,8 @@ class Repository:
         if not root.is_dir():
             raise UserInputError(f"model repository '{root}' does not exist or is not a directory",
                                  hint="create one with `deploykit export --block se --out DIR`")
+        for line in recover(root):   # an install a kill interrupted is finished or undone first
+            log(f"recovered: {line}")
         models, unavailable, errors = {}, [], []
         candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for model_dir in candidates:

@@ -1,0 +1,184 @@
+"""Crash consistency of the install (deploykit/repository_journal.py), tested as SQLite and git are:
+SIGKILL at every step of an install, then the next command's recovery must leave exactly the old or exactly
+the new repository, and the serving loader must load it and answer an inference."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from deploykit.repository import TensorSpec, config_pbtxt
+from deploykit.repository_journal import KILL_AT_STEP_ENV, LOCK_PREFIX, Run, Staged, install, recover, staging_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MODELS = ("m", "m_fp16")   # two entries installed together, like an export's fp32 and fp16 models
+
+
+def tiny_model(scale: float) -> bytes:
+    """y = x * scale: old and new models differ in what they answer."""
+    k = onnx.numpy_helper.from_array(np.array(scale, dtype=np.float32), "k")
+    graph = helper.make_graph([helper.make_node("Mul", ["input", "k"], ["output"])], "tiny",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["n", 4])], [k])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8).SerializeToString()
+
+
+def pbtxt(name: str, max_batch: int) -> str:
+    return config_pbtxt(name, "onnxruntime_onnx", [TensorSpec("input", "float32", (-1, 4))],
+                        [TensorSpec("output", "float32", (-1, 4))], max_batch)
+
+
+def write_entry(directory: Path, name: str, scale: float, max_batch: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "model.onnx").write_bytes(tiny_model(scale))
+    (directory / "deploykit.json").write_text(f'{{"scale": {scale}}}\n')
+
+
+def old_repository(repo: Path) -> None:
+    for name in MODELS:
+        write_entry(repo / name / "1", name, 1.0, 4)
+        (repo / name / "config.pbtxt").write_text(pbtxt(name, 4))
+
+
+def install_new(repo: Path) -> None:
+    """What `deploykit export --force` does once its graphs are verified: stage, then install."""
+    with Run(repo) as run:
+        staged = []
+        for name in MODELS:
+            staging = staging_dir(run, repo / name)
+            write_entry(staging, name, 2.0, 8)
+            (staging / "config.pbtxt").write_text(pbtxt(name, 8))
+            staged.append(Staged(staging, repo / name / "1", repo / name / "config.pbtxt"))
+        install(run, staged)
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from tests.export.test_install_crash import install_new
+    install_new(Path(sys.argv[1]))
+""")
+
+
+def snapshot(repo: Path) -> dict:
+    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted(repo.rglob("*")) if p.is_file()}
+
+
+def serve_answers(repo: Path) -> float:
+    """Load the repository as `deploykit serve` does and return the scale every model answers with."""
+    pytest.importorskip("fastapi")
+    from deploykit.serve.models import Repository
+
+    loaded = Repository.load(repo)
+    x = np.arange(8, dtype=np.float32).reshape(2, 4) + 1
+    scales = set()
+    try:
+        for name in MODELS:
+            out = loaded.get(name).runner.infer({"input": x})["output"]
+            scales.add(float(np.round(out / x, 6).mean()))
+    finally:
+        for model in loaded.models.values():
+            for mv in model.versions.values():
+                mv.runner.close() if hasattr(mv.runner, "close") else None
+    assert len(scales) == 1, scales   # never one model old and the other new
+    return scales.pop()
+
+
+def run_killed_at(repo: Path, step: int) -> int:
+    env = {**os.environ, KILL_AT_STEP_ENV: str(step), "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-c", CHILD, str(repo)], env=env, cwd=REPO_ROOT, timeout=120,
+                          capture_output=True).returncode
+
+
+def test_kill_at_every_step_of_the_install_leaves_the_old_or_the_new_repository(tmp_path):
+    reference_old, reference_new = tmp_path / "old", tmp_path / "new"
+    old_repository(reference_old)
+    old_repository(reference_new)
+    install_new(reference_new)
+    old, new = snapshot(reference_old), snapshot(reference_new)
+    assert old != new and set(old) == set(new)
+    outcomes = []
+    for step in range(64):
+        repo = tmp_path / f"repo{step}"
+        old_repository(repo)
+        code = run_killed_at(repo, step)
+        if code == 0:   # the install ran past its last step: every step was tried
+            break
+        assert code == -9, f"step {step}: exit {code}"
+        recover(repo)
+        after = snapshot(repo)
+        assert after in (old, new), f"step {step}: a mix of old and new: {sorted(after)}"
+        assert sorted(p.name for p in repo.iterdir()) == list(MODELS), f"step {step}: leftovers"
+        assert not [p for p in repo.rglob(".*")], f"step {step}: leftovers {list(repo.rglob('.*'))}"
+        scale = serve_answers(repo)
+        assert scale == (1.0 if after == old else 2.0)
+        outcomes.append("old" if after == old else "new")
+    else:
+        pytest.fail("the install never finished")
+    # Both outcomes happen: kills before the last rename roll back, kills after it roll forward.
+    assert len(outcomes) >= 8 and outcomes[0] == "old" and outcomes[-1] == "new" and set(outcomes) == {"old", "new"}
+    assert outcomes == sorted(outcomes, key=lambda o: o == "new"), outcomes   # once new, always new
+
+
+def test_recovery_leaves_a_live_runs_files_alone(tmp_path):
+    """Two exports may share a repository: what a live run owns (its lock is held) is not touched."""
+    repo = tmp_path / "repo"
+    old_repository(repo)
+    with Run(repo) as live:
+        staging = staging_dir(live, repo / "m")
+        write_entry(staging, "m", 2.0, 8)
+        work = repo / f".deploykit-export-{live.id}-abcd"
+        work.mkdir()
+        # a dead run's leftovers: its lock file exists but nobody holds it
+        dead = "0123456789ab"
+        (repo / f"{LOCK_PREFIX}{dead}.lock").write_text("12345\n")
+        (repo / "m" / f".staging-{dead}-1a2b3c4d").mkdir()
+        (repo / f".deploykit-export-{dead}-xyz").mkdir()
+        (repo / "m" / f".old-{dead}-1").mkdir()
+        recover(repo)
+        assert staging.is_dir() and work.is_dir() and live.lock_path.is_file()
+        assert not (repo / "m" / f".staging-{dead}-1a2b3c4d").exists()
+        assert not (repo / f".deploykit-export-{dead}-xyz").exists()
+        assert not (repo / "m" / f".old-{dead}-1").exists()
+        assert not (repo / f"{LOCK_PREFIX}{dead}.lock").exists()
+        # the live lock really is held: a second flock fails
+        fd = os.open(live.lock_path, os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+    assert snapshot(repo) == {k: v for k, v in snapshot(repo).items()}  # still readable
+    assert serve_answers(repo) == 1.0
+
+
+def test_leftovers_of_deploykit_before_journals_are_cleaned_and_a_lone_aside_restored(tmp_path):
+    """The 49 leftovers of the issue: `.old-<name>-<hex8>`, `.staging-<hex8>`, `.deploykit-export-<random>`.
+    Where a kill left config.pbtxt only moved aside (serve refused to start), it is put back."""
+    repo = tmp_path / "repo"
+    old_repository(repo)
+    expected = snapshot(repo)
+    os.replace(repo / "m" / "config.pbtxt", repo / "m" / ".old-config.pbtxt-1a2b3c4d")
+    (repo / "m" / ".staging-9f8e7d6c").mkdir()
+    (repo / "m_fp16" / ".old-1-0badf00d").mkdir()
+    (repo / ".deploykit-export-q1w2e3r4").mkdir()
+    actions = recover(repo)
+    assert snapshot(repo) == expected and not list(repo.rglob(".*"))
+    assert any("restored" in a and "config.pbtxt" in a for a in actions), actions
+    assert serve_answers(repo) == 1.0
+
+
+def test_a_clean_repository_is_not_written(tmp_path):
+    """Recovery on a clean repository changes nothing, so a read-only repository still serves."""
+    repo = tmp_path / "repo"
+    old_repository(repo)
+    before = {str(p): p.stat().st_mtime_ns for p in [repo, *repo.rglob("*")]}
+    assert recover(repo) == []
+    assert {str(p): p.stat().st_mtime_ns for p in [repo, *repo.rglob("*")]} == before
