@@ -85,7 +85,8 @@ def unknown_name_error(kind: str, name: str, valid: list[str] | tuple[str, ...])
     blocks: ...`) as a UserInputError."""
     close = difflib.get_close_matches(name, list(valid), n=1)
     suggestion = f"; did you mean '{close[0]}'?" if close else ";"
-    return UserInputError(f"unknown {kind} '{name}'{suggestion} valid {kind}s: {', '.join(valid)}")
+    return UserInputError(f"unknown {kind} '{name}'{suggestion} valid {kind}s: {', '.join(valid)}",
+                          hint="pass one of the valid names")
 
 
 def require(module: str, *, extra: str | None = None, purpose: str = ""):

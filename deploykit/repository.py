@@ -104,7 +104,8 @@ def config_pbtxt(name: str, platform: str, inputs: list[TensorSpec], outputs: li
             dims = t.dims[1:] if max_batch_size > 0 else t.dims
             dtype = TRITON_DTYPES.get(t.dtype)
             if dtype is None:
-                raise UserInputError(f"tensor '{t.name}' has type {t.dtype}, which Triton cannot serve")
+                raise UserInputError(f"tensor '{t.name}' has type {t.dtype}, which Triton cannot serve",
+                                     hint="export the model with fp32, fp16, integer or bool inputs and outputs")
             entries.append(
                 "  {\n"
                 f'    name: "{t.name}"\n'

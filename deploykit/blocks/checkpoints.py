@@ -42,9 +42,15 @@ def read_state_dict(source) -> tuple[dict, LoadReport]:
         try:
             source = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad input file
+            text = str(exc)
+            if "WeightsUnpickler error:" in text:   # torch's advice to load unsafely is left out on purpose
+                reason = ("it holds pickled objects other than tensors, which weights_only loading refuses: "
+                          + first_sentences(text.split("WeightsUnpickler error:", 1)[1]))
+            else:
+                reason = f"{type(exc).__name__}: {first_sentences(text)}"
             raise UserInputError(
-                f"cannot read checkpoint '{path}': {type(exc).__name__}: {first_sentences(str(exc))}",
-                hint="pass a PyTorch state dict saved with torch.save; pickled code is refused (weights_only=True)",
+                f"cannot read checkpoint '{path}': {reason}",
+                hint="pass a PyTorch state dict saved with torch.save; pickled code is refused: weights_only=True",
             ) from None
     if not isinstance(source, Mapping):  # e.g. a saved list or a bare tensor
         raise UserInputError(f"checkpoint '{report.source}' holds a {type(source).__name__}, not a state dict",
@@ -86,15 +92,15 @@ def _check_values(state: dict, source: str) -> None:
 
 
 def first_sentences(text: str, limit: int = 200) -> str:
-    """The first line of an exception's text, cut at a sentence (or at least a word) boundary, never mid-word."""
+    """An exception's first sentence (torch follows it with boilerplate), cut at a word, never mid-word,
+    when even that is too long."""
     line = next((part.strip() for part in text.splitlines() if part.strip()), "")
-    if len(line) <= limit:
-        return line.rstrip(".") or "no details given"
-    cut = line[:limit]
-    end = cut.rfind(". ")
-    if end > 0:
-        return cut[:end]
-    return cut[: cut.rfind(" ")] + " ..." if " " in cut else cut + "..."
+    end = line.find(". ")
+    sentence = (line[:end] if end > 0 else line).rstrip(".")
+    if len(sentence) <= limit:
+        return sentence or "no details given"
+    cut = sentence[:limit]
+    return (cut[: cut.rfind(" ")] if " " in cut else cut) + " ..."
 
 
 def module_converters(module) -> tuple[Converter, ...]:

@@ -197,11 +197,13 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
 
 def parse_config(data, source: str = "<config>") -> ExportConfig:
     if not isinstance(data, dict):
-        raise UserInputError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}")
+        raise UserInputError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}",
+                             hint="start the file with fields such as source: and input:")
     try:
         config = ExportConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserInputError(_format_validation_error(source, exc)) from None
+        raise UserInputError(_format_validation_error(source, exc),
+                             hint="fix the field in the config; README's Export section lists the fields") from None
     config._origin = source
     return config
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -182,3 +183,84 @@ def test_a_clean_repository_is_not_written(tmp_path):
     before = {str(p): p.stat().st_mtime_ns for p in [repo, *repo.rglob("*")]}
     assert recover(repo) == []
     assert {str(p): p.stat().st_mtime_ns for p in [repo, *repo.rglob("*")]} == before
+
+
+# A failpoint that needs no hook in deploykit (so it runs on any version): SIGKILL at the Nth rename of a
+# staged or moved-aside entry during a real `deploykit export --force`.
+KILL_AT_RENAME = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    kill_at, seen, real = int(sys.argv[1]), [0], os.replace
+    def replace(src, dst):
+        if any(Path(p).name.startswith((".old-", ".staging-")) for p in (src, dst)):
+            if seen[0] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            seen[0] += 1
+        real(src, dst)
+    os.replace = replace
+    from deploykit.cli import main
+    main(sys.argv[2:])
+""")
+
+
+def served_batches(repo: Path) -> set[str]:
+    """Load the repository with serve's loader (which recovers it first), run every model, and return the
+    batch ranges its models were exported with: one range means no model is old while another is new."""
+    import json
+
+    pytest.importorskip("fastapi")
+    from deploykit.repository import sha256_file
+    from deploykit.serve.models import Repository
+
+    loaded = Repository.load(repo)
+    batches = set()
+    for name in ("se", "se_fp16"):
+        manifest = json.loads((repo / name / "1" / "deploykit.json").read_text())
+        batch = manifest["config"]["input"]["batch"]
+        config_max = 0 if batch["min"] == batch["max"] else batch["max"]
+        assert f"max_batch_size: {config_max}\n" in (repo / name / "config.pbtxt").read_text()
+        assert manifest["onnx"]["sha256"] == sha256_file(repo / name / "1" / "model.onnx")
+        mv = loaded.get(name)
+        spec = manifest["inputs"][0]
+        shape = tuple(2 if d == -1 else d for d in spec["shape"])
+        x = np.random.default_rng(0).standard_normal(shape).astype(spec["dtype"])
+        out = mv.runner.infer({spec["name"]: x})[manifest["outputs"][0]["name"]]
+        assert out.shape == shape and np.isfinite(out).all()
+        batches.add(json.dumps(batch))
+    return batches
+
+
+@pytest.mark.slow
+def test_kill_9_at_every_rename_of_a_real_export_then_serve_loads_old_or_new(tmp_path):
+    """The issue's case: kill -9 while `export --force` renames the new models into place broke the
+    repository (config.pbtxt missing, or a new config.pbtxt beside a moved-away version)."""
+    base = ["export", "--block", "se", "--out", str(tmp_path), "--size", "14x14"]
+    subprocess.run([sys.executable, "-m", "deploykit", *base, "--batch", "1:2:4"], check=True, cwd=REPO_ROOT,
+                   capture_output=True, timeout=300)
+    pristine = tmp_path.parent / f"{tmp_path.name}-old"
+    shutil.copytree(tmp_path, pristine)
+    old = {json_batch("1:2:4")}
+    outcomes = []
+    for n in range(20):
+        proc = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, str(n), *base, "--force", "--batch", "2:2:2"],
+                              cwd=REPO_ROOT, capture_output=True, timeout=300)
+        batches = served_batches(tmp_path)
+        assert len(batches) == 1, (n, batches)
+        assert not list(tmp_path.rglob(".*")), (n, [str(p) for p in tmp_path.rglob(".*")])
+        if proc.returncode == 0:
+            assert batches == {json_batch("2:2:2")}
+            break
+        assert proc.returncode == -9, (n, proc.returncode, proc.stderr.decode()[-800:])
+        outcomes.append("old" if batches == old else "new")
+        shutil.rmtree(tmp_path)   # back to the old models for the next kill
+        shutil.copytree(pristine, tmp_path)
+    else:
+        pytest.fail("the export never finished")
+    assert len(outcomes) >= 8, outcomes
+
+
+def json_batch(text: str) -> str:
+    import json
+
+    lo, opt, hi = (int(v) for v in text.split(":"))
+    return json.dumps({"min": lo, "opt": opt, "max": hi})
