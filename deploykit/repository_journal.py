@@ -118,14 +118,35 @@ def _alive(repo: Path, run_id: str) -> bool:
     except FileNotFoundError:
         return False   # a live run creates its lock before any other name
     try:
+        return not _try_lock(fd)
+    finally:
+        os.close(fd)
+
+
+def _try_lock(fd: int) -> bool:
+    try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return True
+            return False
         raise
+    return True
+
+
+@contextlib.contextmanager
+def _claimed(repo: Path, run_id: str):
+    """Hold a dead run's lock while recovering its install, so that two commands starting at once (two
+    servers) never both undo it; yields False where the run lives or another command is recovering it."""
+    lock = repo / f"{LOCK_PREFIX}{run_id}.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not _try_lock(fd):
+            yield False
+            return
+        yield True
+        lock.unlink(missing_ok=True)
     finally:
         os.close(fd)
-    return False
 
 
 # ------------------------------------------------------------------------------------------ install
@@ -287,10 +308,10 @@ def recover(repo: str | Path) -> list[str]:
         return []
     for journal in sorted(p for p in top if p.name.startswith(JOURNAL_PREFIX) and p.name.endswith(".json")):
         run_id = journal.name[len(JOURNAL_PREFIX):-len(".json")]
-        if _alive(repo, run_id):
-            continue
         try:
-            actions.append(_recover_journal(journal))
+            with _claimed(repo, run_id) as mine:
+                if mine and journal.exists():
+                    actions.append(_recover_journal(journal))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UserInputError(f"model repository '{repo}' holds an interrupted install ({journal.name}) that "
                                  f"could not be finished or undone: {exc}",
@@ -334,24 +355,46 @@ def _clean_leftovers(repo: Path) -> list[str]:
             alive[run_id] = _alive(repo, run_id)
         return not alive[run_id]
 
-    with contextlib.suppress(OSError):
-        for entry in list(repo.iterdir()):
-            name = entry.name
+    try:
+        entries = list(repo.iterdir())
+    except OSError:
+        return actions
+    for entry in entries:
+        name = entry.name
+        with contextlib.suppress(OSError):   # another command may be cleaning the same entry
             if name.startswith(WORK_PREFIX) and dead(_owner(name, WORK_PREFIX)):
                 remove(entry)
                 actions.append(f"removed {entry}")
             elif name.startswith(LOCK_PREFIX) and name.endswith(".lock") and dead(name[len(LOCK_PREFIX):-5]):
                 entry.unlink(missing_ok=True)
+            elif name.startswith((".deploykit-lock-", JOURNAL_PREFIX)) and name.endswith(".tmp") and _unheld(entry):
+                entry.unlink(missing_ok=True)   # a lock or journal a run died while writing
             elif entry.is_dir() and not name.startswith("."):
                 actions += _clean_model_dir(entry, dead)
     return actions
 
 
+def _unheld(path: Path) -> bool:
+    """A half-made lock (`.deploykit-lock-<run>.tmp`) is locked from its creation; a journal being written
+    (`.deploykit-journal-<run>.json.tmp`) belongs to a run whose lock says whether it lives."""
+    if path.name.startswith(JOURNAL_PREFIX):
+        return not _alive(path.parent, path.name[len(JOURNAL_PREFIX):][:12])
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return _try_lock(fd)
+    finally:
+        os.close(fd)
+
+
 def _clean_model_dir(model_dir: Path, dead) -> list[str]:
     actions = []
-    with contextlib.suppress(OSError):
-        for entry in list(model_dir.iterdir()):
-            name = entry.name
+    try:
+        entries = list(model_dir.iterdir())
+    except OSError:
+        return actions
+    for entry in entries:
+        name = entry.name
+        with contextlib.suppress(OSError):
             if name.startswith(STAGING_PREFIX) and dead(_owner(name, STAGING_PREFIX)):
                 remove(entry)
                 actions.append(f"removed {entry}")

@@ -44,8 +44,8 @@ def read_state_dict(source) -> tuple[dict, LoadReport]:
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad input file
             text = str(exc)
             if "WeightsUnpickler error:" in text:   # torch's advice to load unsafely is left out on purpose
-                reason = ("it holds pickled objects other than tensors, which weights_only loading refuses: "
-                          + first_sentences(text.split("WeightsUnpickler error:", 1)[1]))
+                reason = ("torch's weights_only loader refused it, as it refuses pickled code and anything but "
+                          "tensors: " + first_sentences(text.split("WeightsUnpickler error:", 1)[1]))
             else:
                 reason = f"{type(exc).__name__}: {first_sentences(text)}"
             raise UserInputError(
