@@ -264,3 +264,34 @@ def json_batch(text: str) -> str:
 
     lo, opt, hi = (int(v) for v in text.split(":"))
     return json.dumps({"min": lo, "opt": opt, "max": hi})
+
+
+@pytest.mark.parametrize("command", ["export", "validate", "build", "serve"])
+def test_every_command_that_opens_the_repository_recovers_it_first(cli, tmp_path, command):
+    """Killed right after moving the first config.pbtxt aside (the moment that broke serve in the issue):
+    the next command of any kind puts the repository back before it reads it."""
+    repo = tmp_path / "repo"
+    old_repository(repo)
+    old = snapshot(repo)
+    assert run_killed_at(repo, 2) == -9   # steps: 0 journal, 1 config aside, 2 config in place
+    assert snapshot(repo) != old and list(repo.glob(".deploykit-journal-*.json"))
+    model = str(repo / "m" / "1" / "model.onnx")
+    if command == "export":
+        (repo / "se").write_text("a file where the model directory goes: the export stops after recovering")
+        args = ("export", "--block", "se", "--out", str(repo), "--size", "14x14")
+    elif command == "validate":
+        args = ("validate", model, "--no-run")
+    elif command == "build":
+        args = ("build", model, "--out", str(tmp_path / "plans"))
+    else:
+        pytest.importorskip("fastapi")
+        from deploykit.serve.models import Repository
+
+        Repository.load(repo)
+        args = None
+    if args:
+        result = cli(*args)
+        assert "Traceback" not in result.stderr, result.stderr
+    if command == "export":
+        (repo / "se").unlink()
+    assert snapshot(repo) == old and not list(repo.rglob(".*"))
