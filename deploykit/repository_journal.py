@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.errors import UserInputError
+from deploykit.repository import fsync_dir
 
 JOURNAL_PREFIX = ".deploykit-journal-"
 LOCK_PREFIX = ".deploykit-run-"
@@ -48,24 +49,11 @@ _RUN_ID = re.compile(r"[0-9a-f]{12}")
 
 
 # ------------------------------------------------------------------------------------------ durability
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (a created, renamed or deleted name) durable."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(root: Path) -> None:
     """fsync every file under `root`, then every directory bottom-up: written content counts only once durable."""
     for dirpath, _dirs, files in os.walk(root, topdown=False):
         for name in files:
-            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _fsync_file(Path(dirpath) / name)
         fsync_dir(Path(dirpath))
 
 
@@ -169,8 +157,9 @@ class Move:
     target: Path
     aside: Path
 
-    def as_dict(self) -> dict:
-        return {"new": str(self.new), "target": str(self.target), "aside": str(self.aside)}
+    def as_dict(self, repo: Path) -> dict:
+        """Paths relative to the repository, so that a repository mounted elsewhere (a container) recovers."""
+        return {k: os.path.relpath(getattr(self, k), repo) for k in ("new", "target", "aside")}
 
 
 def _exists(path: Path) -> bool:
@@ -219,15 +208,15 @@ def install(run: Run, staged: list[Staged]) -> None:
         config_new = entry.config.with_name(f"{entry.staging.name}-config.pbtxt")
         os.replace(entry.staging / "config.pbtxt", config_new)
         fsync_tree(entry.staging)
-        moves.append(Move(config_new, entry.config, entry.config.with_name(run.name(ASIDE_PREFIX, entry.config.name))))
-        moves.append(Move(entry.staging, entry.target, entry.target.with_name(run.name(ASIDE_PREFIX, entry.target.name))))
+        for new, target in ((config_new, entry.config), (entry.staging, entry.target)):
+            moves.append(Move(new, target, target.with_name(run.name(ASIDE_PREFIX, target.name))))
     for new in (m.new for m in moves if not m.new.is_dir()):
         _fsync_file(new)
     for parent in dict.fromkeys(m.target.parent for m in moves):
         fsync_dir(parent)
     journal = run.repo / f"{JOURNAL_PREFIX}{run.id}.json"
     step()
-    _write_journal(journal, moves)
+    _write_journal(journal, moves, run.repo)
     try:
         for move in moves:
             if _exists(move.target):
@@ -256,8 +245,8 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _write_journal(path: Path, moves: list[Move]) -> None:
-    data = json.dumps({"version": 1, "pid": os.getpid(), "moves": [m.as_dict() for m in moves]}, indent=1)
+def _write_journal(path: Path, moves: list[Move], repo: Path) -> None:
+    data = json.dumps({"version": 1, "pid": os.getpid(), "moves": [m.as_dict(repo) for m in moves]}, indent=1)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(data)
@@ -322,7 +311,10 @@ def recover(repo: str | Path) -> list[str]:
 
 def _recover_journal(journal: Path) -> str:
     data = json.loads(journal.read_text(encoding="utf-8"))
-    moves = [Move(Path(m["new"]), Path(m["target"]), Path(m["aside"])) for m in data["moves"]]
+    repo = journal.parent
+    moves = [Move(repo / m["new"], repo / m["target"], repo / m["aside"]) for m in data["moves"]]
+    if any(".." in Path(p).parts or Path(p).is_absolute() for m in data["moves"] for p in m.values()):
+        raise ValueError("the journal names paths outside the repository")
     # Committed once no new entry is left in staging: roll forward; else restore every old entry.
     if any(_exists(m.new) for m in moves):
         _roll_back(moves)

@@ -295,3 +295,15 @@ def test_every_command_that_opens_the_repository_recovers_it_first(cli, tmp_path
     if command == "export":
         (repo / "se").unlink()
     assert snapshot(repo) == old and not list(repo.rglob(".*"))
+
+
+def test_a_repository_mounted_elsewhere_after_the_crash_recovers(tmp_path):
+    """The journal names paths relative to the repository: a container mounting it at /models still recovers."""
+    repo = tmp_path / "repo"
+    old_repository(repo)
+    old = snapshot(repo)
+    assert run_killed_at(repo, 4) == -9
+    moved = tmp_path / "mounted"
+    os.replace(repo, moved)
+    assert any("rolled back" in a for a in recover(moved))
+    assert snapshot(moved) == old and not list(moved.rglob(".*"))
