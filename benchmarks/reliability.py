@@ -203,7 +203,7 @@ CASES: list[Case] = [
     Case("bench --csv /proc/nope/x.csv", lambda d: ["bench", "--block", "se", "--batch", "1", "--csv",
                                                     "/proc/nope/x.csv"], 2, "does not exist"),
     Case("bench --csv /proc/x.csv", lambda d: ["bench", "--block", "se", "--batch", "1", "--csv", "/proc/x.csv"],
-         2, "cannot create a file"),
+         2, "not a directory this user can write in"),
     Case("bench --plot into a missing directory", lambda d: ["bench", "--block", "se", "--batch", "1", "--plot",
                                                              str(d / "nonexistent" / "x.png")], 2, "does not exist"),
     Case("build of a missing model", lambda d: ["build", "models/nope/1/model.onnx"], 2, "does not exist"),
@@ -257,8 +257,12 @@ def main() -> None:
         lines += ["## kill -9 at every step of `export --force`", "",
                   f"{kill_counts['kills']} kills, one per install step: {kill_counts['old']} left the old models, "
                   f"{kill_counts['new']} the new ones, {kill_counts['broken']} anything else (a mix, leftovers, or "
-                  "a repository serve refuses).", ""]
-        lines += common.md_table(["step", "run", "repository after recovery", "problems"], kill_rows, "rllll") + [""]
+                  "a repository serve refuses). Steps of this install (two models, each replacing its config.pbtxt "
+                  "and version 1): 0 writes the journal; 1-8 move each old entry aside and rename the new one into "
+                  "place; 9-12 delete the old entries; 13 deletes the journal. After each kill the repository is "
+                  "loaded as `deploykit serve` loads it at start (recovering it first) and every model answers an "
+                  "inference.", ""]
+        lines += common.md_table(["step", "run", "repository after recovery", "problems"], kill_rows, "rlll") + [""]
     lines += ["## Bad inputs", "", f"{passed} of {len(case_rows)} cases exit with the documented code and one "
               "`error: ... (what to do)` line without a traceback.", ""]
     lines += common.md_table(["case", "command", "expected exit", "exit", "s", "result", "error line"], case_rows,

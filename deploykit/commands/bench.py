@@ -54,7 +54,7 @@ def _check_output_file(path: str | None, flag: str) -> None:
     if target.is_dir():
         raise UserInputError(f"{flag} {path} is a directory", hint=f"pass {flag} with a file path")
     parent = target.parent
-    if not parent.is_dir():
+    if not os.path.lexists(parent):
         raise UserInputError(f"{flag} {path}: the directory '{parent}' does not exist",
                              hint=f"create it first, or pass {flag} with a path in an existing directory")
     try:
@@ -62,7 +62,8 @@ def _check_output_file(path: str | None, flag: str) -> None:
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise UserInputError(f"{flag} {path}: cannot create a file in '{parent}': {exc.strerror or exc}",
+        raise UserInputError(f"{flag} {path}: '{parent}' is not a directory this user can write in: "
+                             f"{exc.strerror or exc}",
                              hint=f"pass {flag} with a path under a directory you can write") from None
 
 
