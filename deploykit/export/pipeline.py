@@ -422,11 +422,13 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress, 
 
 def _verification_data(reference, shapes, config, allow_non_finite=False) -> tuple[dict, dict]:
     """Fresh seeded inputs per verification shape and PyTorch's outputs for them, shared by every comparison."""
-    from deploykit.export.verify import make_input, torch_outputs
+    from deploykit.export.verify import make_input, require_finite, torch_outputs
 
     inputs = {s: make_input(s, config.seed + 1 + i) for i, s in enumerate(shapes)}
-    expected = {s: torch_outputs(reference, x, [config.output_name], allow_non_finite=allow_non_finite)
-                for s, x in inputs.items()}
+    expected = {s: torch_outputs(reference, x, [config.output_name]) for s, x in inputs.items()}
+    if not allow_non_finite:
+        for s, outputs in expected.items():
+            require_finite(reference, inputs[s], outputs)
     return inputs, expected
 
 

@@ -88,24 +88,25 @@ class ParityReport:
                 "shapes": [s.as_dict() for s in self.shapes]}
 
 
-def torch_outputs(module, x: np.ndarray, output_names: list[str], *,
-                  allow_non_finite: bool = False) -> dict[str, np.ndarray]:
-    """PyTorch's outputs for `x`. NaN or Inf in them fails the verification (CheckFailed naming where they
-    start) unless allowed: NaN compares equal to NaN, so a broken model would otherwise "pass"."""
+def torch_outputs(module, x: np.ndarray, output_names: list[str]) -> dict[str, np.ndarray]:
     import torch
 
     with torch.inference_mode():
         out = module(torch.from_numpy(x))
     outs = out if isinstance(out, (tuple, list)) else (out,)
-    result = {name: o.float().numpy() for name, o in zip(output_names, outs)}
-    bad = [name for name, o in result.items() if not np.isfinite(o).all()]
-    if bad and not allow_non_finite:
+    return {name: o.float().numpy() for name, o in zip(output_names, outs)}
+
+
+def require_finite(module, x: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+    """NaN or Inf in PyTorch's outputs fails the verification (CheckFailed naming where they start): NaN
+    would compare equal to NaN, so a broken model would otherwise "pass"."""
+    bad = [name for name, o in outputs.items() if not np.isfinite(o).all()]
+    if bad:
         from deploykit.errors import CheckFailed
 
         raise CheckFailed(f"PyTorch's output '{bad[0]}' holds NaN or Inf at input shape {list(x.shape)}; "
                           f"{first_non_finite(module, x)}, so nothing can be verified and nothing was written",
                           hint="fix the weights or the inputs, or pass --allow-non-finite to export it anyway")
-    return result
 
 
 def first_non_finite(module, x: np.ndarray) -> str:

@@ -77,7 +77,7 @@ def snapshot(repo: Path) -> dict:
 def serve_answers(repo: Path) -> float:
     """Load the repository as `deploykit serve` does and return the scale every model answers with."""
     pytest.importorskip("fastapi")
-    from deploykit.serve.models import Repository
+    from deploykit.serve.models import Repository, _release
 
     loaded = Repository.load(repo)
     x = np.arange(8, dtype=np.float32).reshape(2, 4) + 1
@@ -88,8 +88,7 @@ def serve_answers(repo: Path) -> float:
             scales.add(float(np.round(out / x, 6).mean()))
     finally:
         for model in loaded.models.values():
-            for mv in model.versions.values():
-                mv.runner.close() if hasattr(mv.runner, "close") else None
+            _release(model)
     assert len(scales) == 1, scales   # never one model old and the other new
     return scales.pop()
 
@@ -156,7 +155,6 @@ def test_recovery_leaves_a_live_runs_files_alone(tmp_path):
         with pytest.raises(BlockingIOError):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.close(fd)
-    assert snapshot(repo) == {k: v for k, v in snapshot(repo).items()}  # still readable
     assert serve_answers(repo) == 1.0
 
 
