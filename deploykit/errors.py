@@ -5,7 +5,8 @@ Exit codes (documented in the README):
     1  a verdict: a check (parity, validation) failed
     2  unusable input or usage: missing or corrupt file, unknown name, bad flag or config
     3  a missing optional dependency or hardware (TensorRT, a GPU, the serve extra)
-  130  interrupted (Ctrl-C, or SIGTERM during an export); nothing half-written is left behind
+  130  interrupted (Ctrl-C, or SIGTERM during an export); the repository holds the old or the new models,
+       never a mix, and the message says which
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_MISSING_DEPENDENCY = 3
 EXIT_INTERRUPTED = 130
+# Echoed user values (config fields, paths) are cut to this many characters in a one-line error.
+ECHO_LIMIT = 200
+# Longest message one error line prints; longer ones echo user input and are cut.
+MESSAGE_LIMIT = 2000
 
 
 class DeployKitError(Exception):
@@ -30,7 +35,9 @@ class DeployKitError(Exception):
         self.hint = hint
 
     def one_line(self) -> str:
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+        # A message echoing user input (a config's arguments, a path) is cut so that the line stays readable.
+        message = shorten(self.message, MESSAGE_LIMIT)
+        return f"{message} ({shorten(self.hint, MESSAGE_LIMIT)})" if self.hint else message
 
 
 class CheckFailed(DeployKitError):
@@ -51,12 +58,35 @@ class MissingDependency(DeployKitError):
     exit_code = EXIT_MISSING_DEPENDENCY
 
 
+class Interrupted(DeployKitError):
+    """Ctrl-C or SIGTERM, with a message that says what state the work was left in."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
+def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
+    """An echoed value cut to a readable length, saying how much was cut."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or an allocator failure PyTorch or numpy reports as another exception type."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        marker in text for marker in ("DefaultCPUAllocator", "not enough memory", "CUDA out of memory",
+                                      "Unable to allocate"))
+
+
 def unknown_name_error(kind: str, name: str, valid: list[str] | tuple[str, ...]) -> UserInputError:
     """`unknown block 'sma'; did you mean 'sam'? valid blocks: se, sam, ...` (or `unknown block 'x'; valid
     blocks: ...`) as a UserInputError."""
     close = difflib.get_close_matches(name, list(valid), n=1)
     suggestion = f"; did you mean '{close[0]}'?" if close else ";"
-    return UserInputError(f"unknown {kind} '{name}'{suggestion} valid {kind}s: {', '.join(valid)}")
+    return UserInputError(f"unknown {kind} '{name}'{suggestion} valid {kind}s: {', '.join(valid)}",
+                          hint="pass one of the valid names")
 
 
 def require(module: str, *, extra: str | None = None, purpose: str = ""):

@@ -4,8 +4,9 @@
     models/<name>/<version>/model.onnx | model.plan
     models/<name>/<version>/deploykit.json      (the sidecar manifest; Triton ignores unknown files)
 
-Every file is written to a temporary file in the same directory and renamed into place (os.replace), so a
-reader or a crash never sees half a file, and an existing good file survives a failed write.
+Every file is written to a temporary file in the same directory, fsynced, and renamed into place (os.replace,
+then an fsync of the directory), so a reader or a crash never sees half a file, and an existing good file
+survives a failed write. Installing whole model entries is deploykit.repository_journal's job.
 """
 
 from __future__ import annotations
@@ -61,10 +62,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)   # the new name, not only the bytes, survives a power cut
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a created, renamed or deleted name) durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:
@@ -104,7 +115,8 @@ def config_pbtxt(name: str, platform: str, inputs: list[TensorSpec], outputs: li
             dims = t.dims[1:] if max_batch_size > 0 else t.dims
             dtype = TRITON_DTYPES.get(t.dtype)
             if dtype is None:
-                raise UserInputError(f"tensor '{t.name}' has type {t.dtype}, which Triton cannot serve")
+                raise UserInputError(f"tensor '{t.name}' has type {t.dtype}, which Triton cannot serve",
+                                     hint="export the model with fp32, fp16, integer or bool inputs and outputs")
             entries.append(
                 "  {\n"
                 f'    name: "{t.name}"\n'

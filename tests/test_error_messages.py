@@ -62,3 +62,37 @@ def test_no_user_error_message_ends_in_a_parenthesis_before_its_hint():
 def test_one_line_joins_message_and_hint():
     err = UserInputError("model repository 'r' has no model: no <name>/config.pbtxt in it", hint="export one")
     assert err.one_line() == "model repository 'r' has no model: no <name>/config.pbtxt in it (export one)"
+
+
+def user_errors_without_hint(source: str, filename: str) -> list[str]:
+    """UserInputError calls with no `hint=`: the README promises `error: <what failed> (<what to do>)` for
+    every unusable input, so each of them must say what to do."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not isinstance(node, ast.Call):
+            continue
+        name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
+        if name == "UserInputError" and not any(k.arg in ("hint", None) for k in node.keywords):
+            found.append(f"{filename}:{node.lineno}")
+    return found
+
+
+def test_the_scan_finds_a_user_error_without_a_hint():
+    assert user_errors_without_hint('raise UserInputError(f"ONNX model {p} does not exist")', "b.py") == ["b.py:1"]
+    assert user_errors_without_hint('raise UserInputError("x", hint="pass an existing file")', "g.py") == []
+    assert user_errors_without_hint('raise CheckFailed("outputs differ")', "verdict.py") == []
+
+
+def test_every_user_input_error_says_what_to_do():
+    files = sorted(PACKAGE.rglob("*.py"))
+    offenders = [hit for path in files
+                 for hit in user_errors_without_hint(path.read_text(), str(path.relative_to(PACKAGE)))]
+    assert offenders == [], "UserInputErrors without a (what to do) hint: " + ", ".join(offenders)
+
+
+def test_a_long_echoed_value_is_cut_in_the_error_line():
+    """A config's arguments or a path echoed into an error stay readable (the issue saw 39 MB lines)."""
+    err = UserInputError("bad constructor arguments " + "{'a': [1, 2, 3]} " * 100_000, hint="fix source.args")
+    line = err.one_line()
+    assert len(line) < 2200 and line.endswith("more characters] (fix source.args)")
+    assert UserInputError("short", hint="h").one_line() == "short (h)"

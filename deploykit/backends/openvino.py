@@ -82,7 +82,8 @@ class OpenVinoRunner(Runner):
     def activate_impl(self) -> None:
         ov = load_openvino()
         if not self.model_path.is_file():
-            raise UserInputError(f"model file '{self.model_path}' does not exist")
+            raise UserInputError(f"model file '{self.model_path}' does not exist",
+                                 hint="check the path, or export the model first")
         self.core = ov.Core()
         try:
             self.model = self.core.read_model(str(self.model_path))
@@ -142,19 +143,22 @@ class OpenVinoRunner(Runner):
         missing = [n for n in self.inputs if n not in feed]
         extra = [n for n in feed if n not in self.inputs]
         if missing or extra:
-            raise UserInputError(f"the model takes inputs {self.inputs}; missing {missing}, unexpected {extra}")
+            raise UserInputError(f"the model takes inputs {self.inputs}; missing {missing}, unexpected {extra}",
+                                 hint="name every input the model takes, and only those")
         arrays = {}
         for name in self.inputs:
             array = np.ascontiguousarray(feed[name])
             if array.dtype != self.dtypes[name]:  # no silent casts, as for the other runners
-                raise UserInputError(f"input '{name}' is {array.dtype}, the model expects {self.dtypes[name]}")
+                raise UserInputError(f"input '{name}' is {array.dtype}, the model expects {self.dtypes[name]}",
+                                     hint=f"pass {self.dtypes[name]} data")
             arrays[name] = array
         shapes = {n: tuple(int(d) for d in a.shape) for n, a in arrays.items()} if self.static_shapes else None
         compiled, request = self._compile(shapes)
         try:
             result = request.infer(arrays)
         except RuntimeError as exc:
-            raise UserInputError(f"OpenVINO failed to run the model: {_first_line(exc)}") from None
+            raise UserInputError(f"OpenVINO failed to run the model: {_first_line(exc)}",
+                                 hint="check the input shapes against the model, or use --backend ort") from None
         # The request reuses its output buffers on the next call: hand out copies.
         return {port.get_any_name(): np.array(result[port], copy=True) for port in compiled.outputs
                 if port.get_any_name() in self.outputs}

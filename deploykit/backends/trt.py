@@ -131,7 +131,8 @@ class TrtRunner(Runner):
                 self.dtypes[tensor] = np.dtype(trt.nptype(trt_dtype))
             except TypeError:
                 raise UserInputError(f"tensor '{tensor}' has type {getattr(trt_dtype, 'name', trt_dtype)}, "
-                                     f"which numpy cannot hold; the runner supports fp32/fp16/int/bool I/O") from None
+                                     f"which numpy cannot hold; the runner supports fp32/fp16/int/bool I/O",
+                                     hint="export the model with fp32, fp16, int or bool inputs and outputs") from None
         self.profile_ranges = [
             {name: tuple(tuple(int(d) for d in dims) for dims in engine.get_tensor_profile_shape(name, p))
              for name in self.inputs}
@@ -139,7 +140,8 @@ class TrtRunner(Runner):
         ]
         if self.fixed_profile is not None and not 0 <= self.fixed_profile < len(self.profile_ranges):
             raise UserInputError(f"profile {self.fixed_profile} does not exist; the engine has "
-                                 f"{len(self.profile_ranges)} optimization profile(s)")
+                                 f"{len(self.profile_ranges)} optimization profiles",
+                                 hint="pick a profile index below that number")
         self.current_profile = 0
         if self.fixed_profile:
             self._switch_profile(self.fixed_profile)
@@ -181,12 +183,14 @@ class TrtRunner(Runner):
         missing = [n for n in self.inputs if n not in feed]
         extra = [n for n in feed if n not in self.inputs]
         if missing or extra:
-            raise UserInputError(f"the engine takes inputs {self.inputs}; missing {missing}, unexpected {extra}")
+            raise UserInputError(f"the engine takes inputs {self.inputs}; missing {missing}, unexpected {extra}",
+                                 hint="feed exactly the engine's inputs by name")
         arrays = {}
         for name in self.inputs:
             array = np.asarray(feed[name])
             if array.dtype != self.dtypes[name]:  # no silent casts: the caller decides about precision
-                raise UserInputError(f"input '{name}' is {array.dtype}, the engine expects {self.dtypes[name]}")
+                raise UserInputError(f"input '{name}' is {array.dtype}, the engine expects {self.dtypes[name]}",
+                                     hint="cast the input to the engine's type")
             arrays[name] = array
         profile = self._profile_for({n: tuple(a.shape) for n, a in arrays.items()})
         if profile != self.current_profile:
@@ -196,7 +200,8 @@ class TrtRunner(Runner):
         keep_alive = []
         for name, array in arrays.items():
             if not context.set_input_shape(name, tuple(int(d) for d in array.shape)):
-                raise UserInputError(f"TensorRT rejected shape {array.shape} for input '{name}'" + self._log_tail())
+                raise UserInputError(f"TensorRT rejected shape {array.shape} for input '{name}'" + self._log_tail(),
+                                     hint="feed a shape inside the engine's optimization profile")
             device_tensor = buffers.to_device(array)
             keep_alive.append(device_tensor)
             context.set_tensor_address(name, buffers.address(device_tensor))

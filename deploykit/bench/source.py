@@ -170,10 +170,12 @@ def from_onnx(path: str | Path, size: tuple[int, int] | None = None, batches=())
     model, path = load_model(Path(path))
     graph_inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
     if len(graph_inputs) != 1:
-        raise UserInputError(f"'{path}' has {len(graph_inputs)} inputs; deploykit bench runs single-input models")
+        raise UserInputError(f"'{path}' has {len(graph_inputs)} inputs; deploykit bench runs single-input models",
+                             hint="benchmark a model with one input, or its single-input part")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_inputs[0].type.tensor_type.shape.dim]
     if len(dims) != 4:
-        raise UserInputError(f"'{path}': input '{graph_inputs[0].name}' has rank {len(dims)}; bench expects NCHW")
+        raise UserInputError(f"'{path}': input '{graph_inputs[0].name}' has rank {len(dims)}; bench expects NCHW",
+                             hint="pass a model whose input is an NCHW image batch")
     name = graph_inputs[0].name
     elem = graph_inputs[0].type.tensor_type.elem_type
     dtype = onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else None
@@ -182,7 +184,8 @@ def from_onnx(path: str | Path, size: tuple[int, int] | None = None, batches=())
                              "feeds image tensors, so it needs a float input", hint="bench a float-input model")
     if dims[0] and batches and dims[0] not in batches:
         raise UserInputError(f"'{path}' fixes the batch of input '{name}' at {dims[0]}; --batch asks for "
-                             f"{', '.join(map(str, batches))}", hint=f"pass --batch {dims[0]}, or export with a dynamic batch")
+                             f"{', '.join(map(str, batches))}",
+                             hint=f"pass --batch {dims[0]}, or export with a dynamic batch")
     if size is not None and any(d and d != s for d, s in zip(dims[2:], size)):
         raise UserInputError(f"'{path}' fixes the size of input '{name}' at {dims[2] or '?'}x{dims[3] or '?'}; "
                              f"--size asks for {size[0]}x{size[1]}", hint="drop --size, or export with dynamic H/W")

@@ -36,12 +36,21 @@ def read_state_dict(source) -> tuple[dict, LoadReport]:
         path = Path(source)
         if not path.is_file():
             raise UserInputError(f"checkpoint '{path}' does not exist", hint="pass the path of a local .pth/.pt file")
+        if path.stat().st_size == 0:
+            raise UserInputError(f"checkpoint '{path}' is an empty file: 0 bytes",
+                                 hint="pass a PyTorch state dict saved with torch.save")
         try:
             source = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad input file
+            text = str(exc)
+            if "WeightsUnpickler error:" in text:   # torch's advice to load unsafely is left out on purpose
+                reason = ("torch's weights_only loader refused it, as it refuses pickled code and anything but "
+                          "tensors: " + first_sentences(text.split("WeightsUnpickler error:", 1)[1]))
+            else:
+                reason = f"{type(exc).__name__}: {first_sentences(text)}"
             raise UserInputError(
-                f"cannot read checkpoint '{path}': {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-                hint="pass a PyTorch state dict saved with torch.save; pickled code is refused (weights_only=True)",
+                f"cannot read checkpoint '{path}': {reason}",
+                hint="pass a PyTorch state dict saved with torch.save; pickled code is refused: weights_only=True",
             ) from None
     if not isinstance(source, Mapping):  # e.g. a saved list or a bare tensor
         raise UserInputError(f"checkpoint '{report.source}' holds a {type(source).__name__}, not a state dict",
@@ -58,7 +67,40 @@ def read_state_dict(source) -> tuple[dict, LoadReport]:
             state = {k[len(prefix):]: v for k, v in state.items()}
             report.stripped_prefix = prefix
             break
+    _check_values(state, report.source)
     return state, report
+
+
+def _check_values(state: dict, source: str) -> None:
+    """Refuse complex tensors (loading would drop the imaginary part) and NaN or Inf weights: a model built
+    from them computes nothing worth verifying, and NaN would compare equal to NaN downstream."""
+    import torch
+
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if value.is_complex():
+            raise UserInputError(f"checkpoint '{source}': tensor '{key}' is complex ({value.dtype}); a model's "
+                                 "weights are real, and loading it would drop the imaginary part",
+                                 hint="save the real weights the model was trained with")
+        if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
+            bad = value[~torch.isfinite(value)].flatten()[0].item()
+            count = int((~torch.isfinite(value)).sum())
+            raise UserInputError(f"checkpoint '{source}': tensor '{key}' holds {count} non-finite value(s), "
+                                 f"the first {bad}; the model would output NaN or Inf",
+                                 hint="pass a checkpoint with finite weights, e.g. one saved before training diverged")
+
+
+def first_sentences(text: str, limit: int = 200) -> str:
+    """An exception's first sentence (torch follows it with boilerplate), cut at a word, never mid-word,
+    when even that is too long."""
+    line = next((part.strip() for part in text.splitlines() if part.strip()), "")
+    end = line.find(". ")
+    sentence = (line[:end] if end > 0 else line).rstrip(".")
+    if len(sentence) <= limit:
+        return sentence or "no details given"
+    cut = sentence[:limit]
+    return (cut[: cut.rfind(" ")] if " " in cut else cut) + " ..."
 
 
 def module_converters(module) -> tuple[Converter, ...]:

@@ -39,8 +39,11 @@ def _parse_batches(value: str) -> tuple[int, ...]:
 
 
 def _check_output_file(path: str | None, flag: str) -> None:
-    """Fail before minutes of benchmarking, not after, when a results file cannot be written."""
+    """Fail before minutes of benchmarking, not after, when a results file cannot be written: its directory
+    must exist (none is created for the user) and a file must really be creatable there (as root,
+    os.access says yes even for /proc)."""
     import os
+    import tempfile
     from pathlib import Path
 
     from deploykit.errors import UserInputError
@@ -50,10 +53,18 @@ def _check_output_file(path: str | None, flag: str) -> None:
     target = Path(path)
     if target.is_dir():
         raise UserInputError(f"{flag} {path} is a directory", hint=f"pass {flag} with a file path")
-    existing = next(p for p in (target.parent, *target.parent.parents) if p.exists())  # missing ones are created
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserInputError(f"{flag} {path}: '{existing}' is not a directory this user can write in",
-                             hint=f"pass {flag} with a path under a writable directory")
+    parent = target.parent
+    if not os.path.lexists(parent):
+        raise UserInputError(f"{flag} {path}: the directory '{parent}' does not exist",
+                             hint=f"create it first, or pass {flag} with a path in an existing directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserInputError(f"{flag} {path}: '{parent}' is not a directory this user can write in: "
+                             f"{exc.strerror or exc}",
+                             hint=f"pass {flag} with a path under a directory you can write") from None
 
 
 def _max_threads() -> int:

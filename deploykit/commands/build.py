@@ -48,6 +48,10 @@ def build(model, precision, profiles, workspace, timing_cache, opt_level, out_di
             workspace=parse_size(workspace) if workspace else None, opt_level=opt_level,
             timing_cache=Path(timing_cache) if timing_cache else None, verbose=verbose,
         )
+        from deploykit.repository_journal import recover, recover_around
+
+        recover_around(model)   # interrupted installs in the repositories read and written are settled first
+        recover(out_dir)
         build_model(Path(model), precision=precision, profile_flags=list(profiles), settings=settings,
                     out_dir=out_dir, name=name, version=model_version, report=report, sink=sink)
     except DeployKitError as exc:

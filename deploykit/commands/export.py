@@ -118,9 +118,11 @@ def _resize(spec, key: str, value: int, size: str, origin: str) -> dict:
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim.")
 @click.option("--force", is_flag=True, help="Replace the latest version of an existing model.")
 @click.option("--new-version", is_flag=True, help="Write a new version directory beside the existing ones.")
+@click.option("--allow-non-finite", is_flag=True, help="Export even when PyTorch's outputs on the verification "
+                                                       "inputs hold NaN or Inf (a failure otherwise).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (no progress output).")
 def export(block, model, config_path, variant, weights, out_dir, opset, batch, size, dynamic_hw, precisions,
-           calibration, no_simplify, force, new_version, as_json):
+           calibration, no_simplify, force, new_version, allow_non_finite, as_json):
     """Export a block or network to ONNX, simplify it with onnxsim, and verify every graph against PyTorch
     before writing it to the model repository (Triton layout)."""
     from pathlib import Path
@@ -140,7 +142,7 @@ def export(block, model, config_path, variant, weights, out_dir, opset, batch, s
         report = Path(out_dir) / config.model_name / REPORT_NAME
         before = _stamp(report)
         status = run_export(config, out_dir, force=force, new_version=new_version,
-                            progress=Progress("quiet" if as_json else None))
+                            progress=Progress("quiet" if as_json else None), allow_non_finite=allow_non_finite)
     except DeployKitError as exc:
         if as_json:  # still the one JSON object, in the export's shape; main() prints the error line
             written = report is not None and _stamp(report) not in (None, before)

@@ -59,6 +59,7 @@ def validate(path, block, config_path, model_name, inputs, profiles, atol, rtol,
     parity with the PyTorch reference, fp16 readiness. Exit 0 pass, 1 fail, 2 unusable input."""
     from pathlib import Path
 
+    from deploykit.repository_journal import recover_around
     from deploykit.validate.core import ValidateOptions
     from deploykit.validate.core import validate as run_validate
 
@@ -71,6 +72,7 @@ def validate(path, block, config_path, model_name, inputs, profiles, atol, rtol,
         profiles=tuple(profiles), atol=tuple(atol), rtol=tuple(rtol), check_mode=check_mode, quantile=quantile,
         trt=trt_target, backend=backend, fp16=not no_fp16, run=not no_run, max_input_mb=max_input_mb,
     )
+    recover_around(path)   # a kill during an export into this model's repository is undone or finished first
     report = run_validate(Path(path), options=options)
     if as_json:
         echo_json(report.as_dict())

@@ -198,11 +198,13 @@ def _format_validation_error(source: str, exc: ValidationError) -> str:
 
 def parse_config(data, source: str = "<config>") -> ExportConfig:
     if not isinstance(data, dict):
-        raise UserInputError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}")
+        raise UserInputError(f"{source}: the top level must be a mapping of fields, got {type(data).__name__}",
+                             hint="start the file with fields such as source: and input:")
     try:
         config = ExportConfig.model_validate(data)
     except ValidationError as exc:
-        raise UserInputError(_format_validation_error(source, exc)) from None
+        raise UserInputError(_format_validation_error(source, exc),
+                             hint="fix the field in the config; README's Export section lists the fields") from None
     config._origin = source
     return config
 
@@ -211,11 +213,23 @@ class _DuplicateKey(Exception):
     pass
 
 
+class _AliasRefused(Exception):
+    pass
+
+
 def _unique_key_loader():
-    """yaml's SafeLoader, except that a key given twice in one mapping is an error (it would keep the last)."""
+    """yaml's SafeLoader, except that a key given twice in one mapping is an error (it would keep the last),
+    and aliases (`*name`) are refused: nested aliases expand exponentially (a 1 KB "billion laughs" file
+    becomes gigabytes), and an export config has no need for them."""
     import yaml
 
     class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _AliasRefused(f"alias '*{event.anchor[:40]}' at line {event.start_mark.line + 1}")
+            return super().compose_node(parent, index)
+
         def construct_mapping(self, node, deep=False):
             seen = set()
             for key_node, _ in node.value:
@@ -239,6 +253,9 @@ def load_config(path: str | Path) -> ExportConfig:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_unique_key_loader())
     except _DuplicateKey as exc:
         raise UserInputError(f"{path}: {exc}", hint="keep one of them") from None
+    except _AliasRefused as exc:
+        raise UserInputError(f"{path}: YAML aliases are not allowed in an export config: {exc}",
+                             hint="write the value out where the alias stands") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -7,13 +7,9 @@ were compared with PyTorch at every verification shape and passed.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
-import os
 import shutil
-import signal
 import tempfile
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -22,12 +18,15 @@ from pathlib import Path
 
 from deploykit import __version__
 from deploykit.compare import Tolerance
-from deploykit.errors import CheckFailed, UserInputError
+from deploykit.errors import CheckFailed, Interrupted, UserInputError, out_of_memory
 from deploykit.export.config import ExportConfig
 from deploykit.machine import check_input_fits
 from deploykit.repository import (
     MANIFEST_NAME, TensorSpec, atomic_write_json, atomic_write_text, check_model_name, config_pbtxt, sha256_file,
     version_dirs,
+)
+from deploykit.repository_journal import (
+    WORK_PREFIX, Run, Staged, discard, install, recover, signals_deferred, sigterm_interrupts, staging_dir,
 )
 
 REPORT_NAME = "export_report.md"
@@ -75,6 +74,7 @@ class ExportStatus:
     error: str | None = None
     report_path: Path | None = None
     fp16_keep_nodes: list[str] = field(default_factory=list)
+    allow_non_finite: bool = False   # --allow-non-finite: a reference answering NaN/Inf is not a failure
 
     @property
     def passed(self) -> bool:
@@ -170,89 +170,8 @@ def _target_version(model_dir: Path, force: bool, new_version: bool) -> int:
     )
 
 
-@dataclass
-class _Staged:
-    """One model entry written in full beside its final place, waiting to be installed."""
-
-    artifact: Artifact
-    staging: Path          # the version directory's content (model.onnx, manifest)
-    pbtxt: Path            # the new config.pbtxt, inside `staging` until installed
-
-
-def _install(staged: list[_Staged]) -> None:
-    """Put every staged entry in place, or none: renames only, undone in reverse if one fails.
-
-    An existing version (directory, or a stray file of that name) and config.pbtxt are moved aside first and
-    deleted once every entry is in; the whole step runs with Ctrl-C and SIGTERM held back, so the models and
-    configs of one export are never left half old, half new.
-    """
-    undo: list[tuple[Path, Path | None]] = []   # (installed path, what it replaced, moved aside)
-    with _signals_deferred():
-        try:
-            for entry in staged:
-                for new, target in ((entry.staging / "config.pbtxt", entry.artifact.config_pbtxt),
-                                    (entry.staging, entry.artifact.onnx.parent)):
-                    aside = None
-                    if target.exists():
-                        aside = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:8]}")
-                        os.replace(target, aside)
-                    undo.append((target, aside))
-                    os.replace(new, target)
-        except BaseException:
-            for target, aside in reversed(undo):
-                _remove(target)
-                if aside is not None:
-                    os.replace(aside, target)
-            raise
-        for _, aside in undo:
-            if aside is not None:
-                _remove(aside)
-
-
-def _remove(path: Path) -> None:
-    """Delete a version directory or a file (config.pbtxt, a stray version file); nothing if absent."""
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _signals_deferred():
-    """Hold Ctrl-C and SIGTERM until the block is done, then act on them (only the main thread gets signals)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda s, _f: caught.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if caught:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts():
-    """SIGTERM (kill, docker stop, a CI timeout) cleans up like Ctrl-C instead of dying mid-write."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_sig, _frame):
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run_export(config: ExportConfig, out_dir: str | Path = "models", *, force: bool = False,
-               new_version: bool = False, progress=None) -> ExportStatus:
+               new_version: bool = False, progress=None, allow_non_finite: bool = False) -> ExportStatus:
     """Run the whole export. Raises UserInputError for unusable input before any work is done; returns the
     status otherwise (status.passed is the verdict) after writing the report."""
     from deploykit.progress import Progress
@@ -262,24 +181,33 @@ def run_export(config: ExportConfig, out_dir: str | Path = "models", *, force: b
     name = check_model_name(config.model_name)
     model_names = {p: name if p == "fp32" else f"{name}_{p}" for p in config.precisions}
     _check_output_dir(out_dir)
+    for line in recover(out_dir):
+        progress.info(f"recovered: {line}")
     versions = {p: _target_version(out_dir / m, force, new_version) for p, m in model_names.items()}
 
-    status = ExportStatus(config)
+    status = ExportStatus(config, allow_non_finite=allow_non_finite)
     report = True   # not for unusable input or an interruption: the error line says it all, and nothing ran
-    with _sigterm_interrupts():
-        work = Path(tempfile.mkdtemp(prefix=".deploykit-export-", dir=out_dir))
+    with sigterm_interrupts(), Run(out_dir) as run:
+        work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{run.id}-", dir=out_dir))
         try:
-            _run_stages(status, config, work, out_dir, model_names, versions, progress)
+            _run_stages(status, config, work, out_dir, model_names, versions, progress, run)
         except CheckFailed as exc:
             status.error = exc.one_line()
         except OSError as exc:   # a full disk or a permission change mid-export; nothing was installed
             report = False
             raise UserInputError(f"file system error during the export: {exc}",
                                  hint=f"check the free space and permissions of '{out_dir}'") from None
-        except MemoryError:
+        except (MemoryError, RuntimeError) as exc:
+            if not out_of_memory(exc):
+                raise
             report = False
             raise UserInputError("ran out of memory while exporting and verifying",
                                  hint="lower the largest batch with --batch or the input size with --size") from None
+        except Interrupted:
+            raise   # after the install: the report describes the models now in place
+        except KeyboardInterrupt:
+            report = False
+            raise Interrupted("interrupted before the install; the repository keeps its previous models") from None
         except BaseException:
             report = False
             raise
@@ -300,7 +228,7 @@ def _report(status: ExportStatus, model_dir: Path, progress) -> None:
         progress.info(f"warning: could not write the export report: {exc}")
 
 
-def _run_stages(status, config, work, out_dir, model_names, versions, progress):
+def _run_stages(status, config, work, out_dir, model_names, versions, progress, run):
     import onnx
     import torch
 
@@ -347,7 +275,7 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
     raw_path = work / "raw.onnx"
     with progress.stage("export to ONNX") as ps:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deploykit-verification-data") as pool:
-            pending = pool.submit(_verification_data, mods.reference, shapes, config)
+            pending = pool.submit(_verification_data, mods.reference, shapes, config, status.allow_non_finite)
             preload_exporter(config.exporters[0])
             inputs, expected = pending.result()
         outcome = export_with_fallback(mods.exported, (example,), raw_path, strategies=tuple(config.exporters),
@@ -488,16 +416,19 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
     # 6. artifacts: only verified graphs
     st, t0 = status.stage("write"), time.perf_counter()
     with progress.stage(f"write model repository entries to {out_dir}") as ps:
-        staged: list[_Staged] = []
+        staged: list[Staged] = []
         try:
             for precision, graph in graphs.items():
                 if precision in config.precisions:
                     staged.append(_stage_model(graph, precision, model_names[precision], versions[precision],
-                                               out_dir, config, mods, status, timings))
-            _install(staged)
+                                               out_dir, config, mods, status, timings, run))
+            with signals_deferred() as caught:
+                install(run, staged)
         finally:
-            for entry in staged:
-                shutil.rmtree(entry.staging, ignore_errors=True)
+            discard(staged)
+        if caught:
+            names = ", ".join(f"{e.artifact.model_name}/{e.artifact.version}" for e in staged)
+            raise Interrupted(f"interrupted after the install; the repository holds the new models {names}")
         status.artifacts.extend(entry.artifact for entry in staged)
         ps.detail = ", ".join(f"{a.model_name}/{a.version}" for a in status.artifacts)
     st.status, st.detail = "ok", ps.detail
@@ -509,12 +440,15 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress):
                           hint="loosen its tolerance in the config only if the error is acceptable")
 
 
-def _verification_data(reference, shapes, config) -> tuple[dict, dict]:
+def _verification_data(reference, shapes, config, allow_non_finite=False) -> tuple[dict, dict]:
     """Fresh seeded inputs per verification shape and PyTorch's outputs for them, shared by every comparison."""
-    from deploykit.export.verify import make_input, torch_outputs
+    from deploykit.export.verify import make_input, require_finite, torch_outputs
 
     inputs = {s: make_input(s, config.seed + 1 + i) for i, s in enumerate(shapes)}
     expected = {s: torch_outputs(reference, x, [config.output_name]) for s, x in inputs.items()}
+    if not allow_non_finite:
+        for s, outputs in expected.items():
+            require_finite(reference, inputs[s], outputs)
     return inputs, expected
 
 
@@ -551,7 +485,7 @@ def _same_computation(a, b) -> bool:
             and io(ga.input) == io(gb.input) and io(ga.output) == io(gb.output))
 
 
-def _stage_model(graph, precision, model_name, version, out_dir, config, mods, status, timings) -> _Staged:
+def _stage_model(graph, precision, model_name, version, out_dir, config, mods, status, timings, run) -> Staged:
     """Write one model entry (model.onnx, manifest, config.pbtxt) into a staging directory beside its place."""
     import onnx
 
@@ -570,8 +504,7 @@ def _stage_model(graph, precision, model_name, version, out_dir, config, mods, s
 
     model_dir = out_dir / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
-    staging = model_dir / f".staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging = staging_dir(run, model_dir)
     try:
         onnx_path = staging / "model.onnx"
         onnx.save(graph, str(onnx_path))
@@ -613,8 +546,9 @@ def _stage_model(graph, precision, model_name, version, out_dir, config, mods, s
         shutil.rmtree(staging, ignore_errors=True)
         raise
     target = model_dir / str(version)
-    return _Staged(Artifact(precision, model_name, target / "model.onnx", target / MANIFEST_NAME,
-                            model_dir / "config.pbtxt", version), staging, pbtxt)
+    return Staged(staging, target, model_dir / pbtxt.name,
+                  Artifact(precision, model_name, target / "model.onnx", target / MANIFEST_NAME,
+                           model_dir / "config.pbtxt", version))
 
 
 def _write_report(status: ExportStatus, path: Path) -> Path:

@@ -97,6 +97,49 @@ def torch_outputs(module, x: np.ndarray, output_names: list[str]) -> dict[str, n
     return {name: o.float().numpy() for name, o in zip(output_names, outs)}
 
 
+def require_finite(module, x: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
+    """NaN or Inf in PyTorch's outputs fails the verification (CheckFailed naming where they start): NaN
+    would compare equal to NaN, so a broken model would otherwise "pass"."""
+    bad = [name for name, o in outputs.items() if not np.isfinite(o).all()]
+    if bad:
+        from deploykit.errors import CheckFailed
+
+        raise CheckFailed(f"PyTorch's output '{bad[0]}' holds NaN or Inf at input shape {list(x.shape)}; "
+                          f"{first_non_finite(module, x)}, so nothing can be verified and nothing was written",
+                          hint="fix the weights or the inputs, or pass --allow-non-finite to export it anyway")
+
+
+def first_non_finite(module, x: np.ndarray) -> str:
+    """Where non-finite values start: the first weight or buffer holding one, else the first submodule (in
+    execution order) whose output holds one."""
+    import torch
+
+    for kind, named in (("weight", module.named_parameters()), ("buffer", module.named_buffers())):
+        for name, t in named:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                return f"the first non-finite tensor is the {kind} '{name}'"
+    found: list[str] = []
+
+    def hook(name):
+        def record(_mod, _inp, out):
+            outs = out if isinstance(out, (tuple, list)) else (out,)
+            if not found and any(isinstance(o, torch.Tensor) and o.is_floating_point()
+                                 and not bool(torch.isfinite(o).all()) for o in outs):
+                found.append(name)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in module.named_modules() if n]
+    try:
+        with torch.inference_mode():
+            module(torch.from_numpy(x))
+    finally:
+        for h in handles:
+            h.remove()
+    # Hooks fire when a module finishes, so a parent reports after its children: the first is the innermost.
+    return (f"the first non-finite tensor is the output of '{found[0]}'" if found
+            else "the weights are finite: the non-finite values start in the model's own code")
+
+
 def check_parity(label: str, runner, input_name: str, expected_by_shape: dict, tol: Tolerance,
                  inputs_by_shape: dict) -> ParityReport:
     """Run `runner` on the stored inputs and compare with the stored expected outputs."""

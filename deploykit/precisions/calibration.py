@@ -76,7 +76,8 @@ def _read(f: Path, input_name: str) -> np.ndarray:
             if len(names) == 1:
                 return data[names[0]]
     except (OSError, ValueError) as exc:
-        raise UserInputError(f"cannot read calibration file '{f}': {exc}") from None
+        raise UserInputError(f"cannot read calibration file '{f}': {exc}",
+                             hint="pass a readable .npy/.npz file or a folder of them") from None
     raise UserInputError(f"calibration file '{f}' holds {names}, none named '{input_name}'",
                          hint=f"name the array '{input_name}' or store exactly one array")
 

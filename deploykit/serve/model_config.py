@@ -72,7 +72,8 @@ def load_config(path: str | Path):
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise UserInputError(f"cannot read {path}: {exc}") from None
+        raise UserInputError(f"cannot read {path}: {exc}",
+                             hint="check the file's permissions, or export the model again") from None
     return parse_config_text(text, str(path))
 
 

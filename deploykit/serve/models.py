@@ -23,6 +23,7 @@ import numpy as np
 
 from deploykit.errors import DeployKitError, MissingDependency, UserInputError
 from deploykit.repository import MODEL_NAME_RE, version_dirs
+from deploykit.repository_journal import recover
 from deploykit.serve.model_config import data_type_name, load_config
 from deploykit.serve.protocol import DATATYPES, InferRequest, ProtocolError, is_decimal, triton_to_kserve
 from deploykit.serve.scheduler import Scheduler, Stats
@@ -205,6 +206,8 @@ class Repository:
         if not root.is_dir():
             raise UserInputError(f"model repository '{root}' does not exist or is not a directory",
                                  hint="create one with `deploykit export --block se --out DIR`")
+        for line in recover(root):   # an install a kill interrupted is finished or undone first
+            log(f"recovered: {line}")
         models, unavailable, errors = {}, [], []
         candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for model_dir in candidates:
@@ -305,9 +308,11 @@ def _tensors(entries, max_batch: int, which: str) -> list[TensorMeta]:
         type_name = data_type_name(entry.data_type)
         datatype = triton_to_kserve(type_name)
         if datatype not in DATATYPES:
-            raise UserInputError(f"{which} '{entry.name}' has data_type {type_name}, which deploykit does not serve")
+            raise UserInputError(f"{which} '{entry.name}' has data_type {type_name}, which deploykit does not serve",
+                                 hint="export the model with a data type deploykit serves, e.g. TYPE_FP32")
         if entry.HasField("reshape"):
-            raise UserInputError(f"{which} '{entry.name}' uses 'reshape', which deploykit does not serve")
+            raise UserInputError(f"{which} '{entry.name}' uses 'reshape', which deploykit does not serve",
+                                 hint="remove the reshape entry from config.pbtxt")
         dims = tuple(int(d) for d in entry.dims)
         out.append(TensorMeta(entry.name, datatype, ((-1,) + dims) if max_batch > 0 else dims))
     return out
@@ -322,7 +327,8 @@ def _versions(config, available: list[int]) -> list[int]:
         wanted = sorted(int(v) for v in policy.specific.versions)
         absent = [v for v in wanted if v not in available]
         if absent:
-            raise UserInputError(f"version_policy names version(s) {absent}, which have no directory")
+            raise UserInputError(f"version_policy names version(s) {absent}, which have no directory",
+                                 hint="add those version directories or change version_policy")
         return wanted
     count = policy.latest.num_versions if which == "latest" else 1
     return available[-max(1, count):]
@@ -331,7 +337,8 @@ def _versions(config, available: list[int]) -> list[int]:
 def _load_model(model_dir: Path, settings: ServeSettings, runner_factory: RunnerFactory) -> Model:
     name = model_dir.name
     if not MODEL_NAME_RE.fullmatch(name):
-        raise UserInputError(f"directory '{name}' is not a valid model name")
+        raise UserInputError(f"directory '{name}' is not a valid model name",
+                             hint="rename the directory with letters, digits, '_', '-' and '.'")
     config = load_config(model_dir / "config.pbtxt")
     if config.name and config.name != name:
         raise UserInputError(f"config.pbtxt names the model '{config.name}' but its directory is '{name}'",
@@ -339,7 +346,8 @@ def _load_model(model_dir: Path, settings: ServeSettings, runner_factory: Runner
     platform = _platform(config)
     max_batch = int(config.max_batch_size)
     if max_batch < 0:
-        raise UserInputError(f"max_batch_size is {max_batch}; it must be 0 (no batching) or more")
+        raise UserInputError(f"max_batch_size is {max_batch}; it must be 0 (no batching) or more",
+                             hint="set max_batch_size to 0 or a positive batch size in config.pbtxt")
     inputs = _tensors(config.input, max_batch, "input")
     outputs = _tensors(config.output, max_batch, "output")
     if not inputs or not outputs:
@@ -347,10 +355,12 @@ def _load_model(model_dir: Path, settings: ServeSettings, runner_factory: Runner
                              hint="deploykit needs both; `deploykit export` writes them")
     available = version_dirs(model_dir)
     if not available:
-        raise UserInputError("no version directory (1/, 2/, ...) with a model file")
+        raise UserInputError("no version directory (1/, 2/, ...) with a model file",
+                             hint="export a version into it with `deploykit export`, or move the directory away")
     filename = config.default_model_filename or DEFAULT_FILES[platform]
     if "/" in filename or filename in {".", ".."}:
-        raise UserInputError(f"default_model_filename '{filename}' must be a plain file name")
+        raise UserInputError(f"default_model_filename '{filename}' must be a plain file name",
+                             hint="name a file inside the version directory, without a path")
 
     batching = {"off": False, "on": max_batch > 0,
                 "config": max_batch > 0 and config.HasField("dynamic_batching")}[settings.batching]
@@ -367,7 +377,8 @@ def _load_model(model_dir: Path, settings: ServeSettings, runner_factory: Runner
         for version in _versions(config, available):
             path = model_dir / str(version) / filename
             if not path.is_file():
-                raise UserInputError(f"version {version} has no {filename}")
+                raise UserInputError(f"version {version} has no {filename}",
+                                     hint="put the model file in that version directory, or remove the directory")
             runner = _open_runner(runner_factory, platform, path, settings, version)
             stats = Stats()
             scheduler = Scheduler(runner.infer, batching=batching, max_batch=max_group, max_delay_s=delay_us / 1e6,
@@ -428,10 +439,12 @@ def _check_runner(model: Model, runner, version: int) -> None:
         for t in metas:
             if t.name in dtypes and dtypes[t.name] != t.dtype:
                 raise UserInputError(f"config.pbtxt says {t.name} is {t.datatype} but {where} has "
-                                     f"{dtypes[t.name]}")
+                                     f"{dtypes[t.name]}",
+                                     hint="make config.pbtxt match the model file, e.g. export it again")
             if t.name in ranks and ranks[t.name] != len(t.shape):
                 raise UserInputError(f"config.pbtxt gives {t.name} {len(t.shape)} dims (with the batch) but "
-                                     f"{where} has {ranks[t.name]}")
+                                     f"{where} has {ranks[t.name]}",
+                                     hint="make config.pbtxt match the model file, e.g. export it again")
             if t.name in shapes:
                 _check_dims(model, t, shapes[t.name], where)
 

@@ -45,16 +45,21 @@ class ServeSettings:
 
     def __post_init__(self):
         if self.batching not in BATCHING_MODES:
-            raise UserInputError(f"batching must be one of {', '.join(BATCHING_MODES)}, not '{self.batching}'")
+            raise UserInputError(f"batching must be one of {', '.join(BATCHING_MODES)}, not '{self.batching}'",
+                                 hint="pick one of those")
         for name in ("max_batch", "instances", "threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
-                raise UserInputError(f"{name.replace('_', '-')} must be at least 1, not {value}")
+                raise UserInputError(f"{name.replace('_', '-')} must be at least 1, not {value}",
+                                     hint="pass a positive number")
         if self.max_queue_delay_us is not None and self.max_queue_delay_us < 0:
-            raise UserInputError(f"max-queue-delay-us must be 0 or more, not {self.max_queue_delay_us}")
+            raise UserInputError(f"max-queue-delay-us must be 0 or more, not {self.max_queue_delay_us}",
+                                 hint="pass 0 or a positive number of microseconds")
         if self.max_body_bytes < 1024:
-            raise UserInputError(f"max-body-size must be at least 1 KiB, not {self.max_body_bytes} bytes")
+            raise UserInputError(f"max-body-size must be at least 1 KiB, not {self.max_body_bytes} bytes",
+                                 hint="pass a size such as 64MiB")
         if self.max_queue < 1:
-            raise UserInputError(f"max-queue must be at least 1, not {self.max_queue}")
+            raise UserInputError(f"max-queue must be at least 1, not {self.max_queue}",
+                                 hint="pass a positive queue length")
         if not 0 <= self.port <= 65535:
-            raise UserInputError(f"port must be 0..65535, not {self.port}")
+            raise UserInputError(f"port must be 0..65535, not {self.port}", hint="pass a port between 0 and 65535")

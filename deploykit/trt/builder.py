@@ -370,7 +370,8 @@ def parse_size(text: str) -> int:
         raise UserInputError(f"invalid size '{text}'", hint="write it like 2GiB, 512MiB, 1GB or a number of bytes")
     size = int(float(match.group(1)) * _UNITS[unit])
     if size <= 0:
-        raise UserInputError(f"invalid size '{text}': it must be more than 0 bytes")
+        raise UserInputError(f"invalid size '{text}': it must be more than 0 bytes",
+                             hint="pass a size such as 2GiB or 512MiB")
     return size
 
 

@@ -109,12 +109,15 @@ def summarize(path: str | Path) -> OnnxSummary:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except FileNotFoundError as exc:
-        raise UserInputError(f"ONNX model {path} does not exist") from exc
+        raise UserInputError(f"ONNX model {path} does not exist",
+                             hint="pass the path of an existing .onnx file, e.g. one `deploykit export` wrote") from exc
     except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a corrupt file
-        raise UserInputError(f"{path} is not a readable ONNX model: {exc.__class__.__name__}: {exc}") from exc
+        raise UserInputError(f"{path} is not a readable ONNX model: {exc.__class__.__name__}: {exc}",
+                             hint="pass an ONNX model file, e.g. one `deploykit export` wrote") from exc
     graph = model.graph
     if not graph.output:
-        raise UserInputError(f"{path} is not a usable ONNX model: its graph has no outputs")
+        raise UserInputError(f"{path} is not a usable ONNX model: its graph has no outputs",
+                             hint="export the model again with deploykit export")
 
     def np_name(elem_type: int) -> str:
         if elem_type == TensorProto.BFLOAT16:  # numpy has no bfloat16; name it as Triton does

@@ -68,7 +68,7 @@ def parse_shape(text: str, *, what: str = "shape") -> Shape:
         raise UserInputError(f"invalid {what} '{text}'",
                              hint="write shapes as sizes joined by 'x', like 1x64x56x56") from None
     if any(d < 0 for d in dims):
-        raise UserInputError(f"invalid {what} '{text}': sizes cannot be negative")
+        raise UserInputError(f"invalid {what} '{text}': sizes cannot be negative", hint="pass sizes of 0 or more")
     return dims
 
 
@@ -190,7 +190,8 @@ def _explicit_range(entry: dict, where: str) -> ShapeRange:
     try:
         shapes = [tuple(int(d) for d in entry[k]) for k in ("min", "opt" if "opt" in entry else "max", "max")]
     except (KeyError, TypeError, ValueError):
-        raise UserInputError(f"{where} is not a {{min, opt, max}} shape range: {entry!r}") from None
+        raise UserInputError(f"{where} is not a {{min, opt, max}} shape range: {entry!r}",
+                             hint="give each input a {min, opt, max} mapping of shapes") from None
     return ShapeRange(*shapes)
 
 
@@ -206,7 +207,8 @@ def profiles_from_sidecar(sidecar: dict, inputs: Sequence[GraphTensor],
         profiles = []
         for number, entry in enumerate(explicit):
             if not isinstance(entry, dict):
-                raise UserInputError(f"{where}: profiles[{number}] is not an object")
+                raise UserInputError(f"{where}: profiles[{number}] is not an object",
+                                     hint="write each profile as a mapping of input names to shape ranges")
             names = {t.name for t in inputs}
             if entry and set(entry) <= names and all(isinstance(v, dict) and "min" in v for v in entry.values()):
                 profiles.append({name: _explicit_range(r, f"{where} profiles[{number}].{name}")
@@ -246,13 +248,16 @@ def complete(profile: dict[str, ShapeRange], inputs: Sequence[GraphTensor], wher
         for label, shape in (("min", given.min), ("opt", given.opt), ("max", given.max)):
             if len(shape) != len(tensor.dims):
                 raise UserInputError(f"{where}: {label} shape {format_shape(shape)} of '{tensor.name}' has rank "
-                                     f"{len(shape)}, the graph's input {tensor.describe()} has rank {len(tensor.dims)}")
+                                     f"{len(shape)}, the graph's input {tensor.describe()} has rank {len(tensor.dims)}",
+                                     hint="give the shape as many dims as the graph's input")
             for axis, (size, fixed) in enumerate(zip(shape, tensor.dims)):
                 if fixed >= 0 and size != fixed:
                     raise UserInputError(f"{where}: {label} shape {format_shape(shape)} of '{tensor.name}' sets dim "
-                                         f"{axis} to {size}, but the graph fixes it at {fixed} ({tensor.describe()})")
+                                         f"{axis} to {size}, but the graph fixes it at {fixed}: {tensor.describe()}",
+                                         hint="keep the graph's fixed dims in every profile shape")
         if not all(lo <= o <= hi for lo, o, hi in zip(given.min, given.opt, given.max)):
-            raise UserInputError(f"{where}: '{tensor.name}' needs min <= opt <= max in every dim, got {given}")
+            raise UserInputError(f"{where}: '{tensor.name}' needs min <= opt <= max in every dim, got {given}",
+                                 hint="order the shapes so min <= opt <= max")
         done[tensor.name] = given
     return done
 

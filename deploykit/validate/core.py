@@ -154,7 +154,8 @@ def validate(path: str | Path, *, block: str | None = None, seed: int = 0,
     if opts.trt not in TRT_TARGETS:
         raise UserInputError(f"unknown TensorRT target '{opts.trt}'", hint=f"valid: {', '.join(TRT_TARGETS)}")
     if sum(x is not None for x in (opts.block, opts.config_path, opts.model_name)) > 1:
-        raise UserInputError("--block, --config and --model each name the reference; pass only one")
+        raise UserInputError("--block, --config and --model each name the reference; pass only one",
+                             hint="name the reference once")
 
     model, path = load_model(Path(path))
     external = structure.external_data(model, path)  # refuses traversal before anything reads the data

@@ -375,11 +375,13 @@ def load_npz(path: str | Path, inputs: list[InputInfo], profiles=None,
         if t.dims is not None:
             if arr.ndim != len(t.dims):
                 raise UserInputError(f"--inputs file '{path}': input '{t.name}' has shape {tuple(arr.shape)} "
-                                     f"(rank {arr.ndim}), the model's input {t.describe()} has rank {len(t.dims)}")
+                                     f"(rank {arr.ndim}), the model's input {t.describe()} has rank {len(t.dims)}",
+                                     hint="save the input with the model's rank")
             for axis, (size, fixed) in enumerate(zip(arr.shape, t.dims)):
                 if isinstance(fixed, int) and size != fixed:
                     raise UserInputError(f"--inputs file '{path}': input '{t.name}' has shape {tuple(arr.shape)}, "
-                                         f"but the model fixes dim {axis} at {fixed} ({t.describe()})")
+                                         f"but the model fixes dim {axis} at {fixed}: {t.describe()}",
+                                         hint="save the input with the model's fixed dims")
         if arr.dtype.kind in "fc":
             nan, inf = int(np.isnan(arr).sum()), int(np.isinf(arr).sum())
             if nan or inf:

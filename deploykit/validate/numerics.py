@@ -130,7 +130,8 @@ def _parse_tol_flags(flags, kind: str, outputs: list[str]) -> tuple[float | None
                                  hint=f"use a number (--{kind} 1e-3) or OUTPUT:NUMBER (--{kind} {outputs[0]}:1e-3)"
                                  if outputs else f"use a number, e.g. --{kind} 1e-3") from None
         if not number >= 0:
-            raise UserInputError(f"invalid --{kind} '{flag}': tolerances cannot be negative or NaN")
+            raise UserInputError(f"invalid --{kind} '{flag}': tolerances cannot be negative or NaN",
+                                 hint="pass tolerances of 0 or more")
         if name is None:
             default = number
         elif name not in outputs:
@@ -151,7 +152,7 @@ def tolerances(base: Tolerance, outputs: list[str], *, atol=(), rtol=(), mode: s
     if mode is not None and mode not in CHECK_MODES:
         raise UserInputError(f"unknown --check-mode '{mode}'", hint=f"valid: {', '.join(CHECK_MODES)}")
     if quantile is not None and not 0.0 <= quantile <= 1.0:
-        raise UserInputError(f"--quantile {quantile} is outside 0..1")
+        raise UserInputError(f"--quantile {quantile} is outside 0..1", hint="pass a quantile between 0 and 1")
     a_default, a_per = _parse_tol_flags(atol, "atol", outputs)
     r_default, r_per = _parse_tol_flags(rtol, "rtol", outputs)
     out = {}

@@ -117,7 +117,8 @@ def external_data(model, model_path: Path) -> Check | None:
             offset = int(entry.get("offset", 0) or 0)
             length = int(entry["length"]) if entry.get("length") else None
         except ValueError:
-            raise UserInputError(f"{where} with a non-numeric offset or length") from None
+            raise UserInputError(f"{where} with a non-numeric offset or length",
+                                 hint="export the model's external data again, or re-save it with onnx") from None
         if offset < 0 or offset > size or (length is not None and (length < 0 or offset + length > size)):
             raise UserInputError(f"{where} at offset {offset}, length {length}, but the file has {size} bytes",
                                  hint="the weights file is truncated or belongs to another model")
