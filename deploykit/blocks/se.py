@@ -77,6 +77,7 @@ class SEModule(nn.Module):
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         hidden = rd_channels if rd_channels is not None else bottleneck_width(channels, reduction)
         self.fc1 = nn.Conv2d(channels, hidden, kernel_size=1, padding=0, bias=bias)
+        # `relu` / `sigmoid` keep the original attribute names; they hold the chosen activation and gate.
         self.relu = _activation_module(activation)
         self.fc2 = nn.Conv2d(hidden, channels, kernel_size=1, padding=0, bias=bias)
         self.sigmoid = nn.Sigmoid() if gate == "sigmoid" else nn.Hardsigmoid()
