@@ -199,12 +199,29 @@ def _infer_cbam(module, state):
     if w is None or len(w) != 2:
         return None
     r = _ratio(w[1], w[0])
-    if r is None:
-        return None
+    kwargs = {"gate_channels": w[1], "reduction_ratio": r} if r is not None else \
+        {"gate_channels": w[1], "rd_channels": w[0]}
     pools = _attr(module, "ChannelGate.pool_types")
-    pools = tuple(pools) if isinstance(pools, (list, tuple)) and pools else ("avg", "max")
-    return {"gate_channels": w[1], "reduction_ratio": r, "pool_types": pools,
-            "no_spatial": "SpatialGate.spatial.conv.weight" not in state}
+    kwargs["pool_types"] = tuple(pools) if isinstance(pools, (list, tuple)) and pools else ("avg", "max")
+    spatial = _shape(state, "SpatialGate.spatial.conv.weight")
+    kwargs["no_spatial"] = spatial is None
+    if spatial is not None:
+        if len(spatial) != 4 or spatial[:2] != (1, 2) or spatial[2] != spatial[3] or spatial[2] % 2 == 0:
+            return None
+        if spatial[2] != 7:
+            kwargs["spatial_kernel_size"] = spatial[2]
+        if "SpatialGate.spatial.bn.weight" not in state:
+            kwargs["spatial_bn"] = False
+        if "SpatialGate.spatial.conv.bias" in state:
+            kwargs["spatial_bias"] = True
+    return kwargs
+
+
+def _cbam_variants(module, kwargs):
+    """Pool types: the module's own `pool_types` (or the paper's avg + max), then the other common choices."""
+    first = kwargs["pool_types"]
+    others = [("avg", "max"), ("avg",), ("max",), ("avg", "max", "lp"), ("avg", "max", "lse")]
+    return [{"pool_types": p} for p in [first] + [p for p in others if p != first]]
 
 
 def _count(state: dict, pattern: str) -> int:
@@ -323,7 +340,8 @@ def signatures() -> tuple[Signature, ...]:
     return (
         Signature("gsop_bottleneck", "conv_for_DR.weight", _infer_gsop_bottleneck, lambda k: k["inplanes"],
                   build=_build_gsop_bottleneck, is_safe=_gsop_bottleneck_is_safe),
-        Signature("cbam", "ChannelGate.mlp.1.weight", _infer_cbam, lambda k: k["gate_channels"]),
+        Signature("cbam", "ChannelGate.mlp.1.weight", _infer_cbam, lambda k: k["gate_channels"],
+                  variants=_cbam_variants),
         Signature("bam", "channel_att.gate_c.gate_c_fc_0.weight", _infer_bam, lambda k: k["gate_channel"]),
         Signature("gsop", "conv_for_DR.weight", _infer_gsop, lambda k: k["channels"]),
         Signature("psa", "conv_1.weight", _infer_psa, lambda k: k["inplans"]),
