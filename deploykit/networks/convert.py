@@ -18,6 +18,17 @@ Recognised: deploykit's reference blocks and the authors' modules with the same 
 the authors' Bottleneck carrying it), PSA (EPSANet `PSAModule`), HA-CNN `SoftAttn`, SMT `Attention` (called
 with tokens and H, W: the twin keeps that interface), Shuffle Attention (`sa_layer`), Selective Kernel (timm
 `SelectiveKernel`, SKNet_pytorch `SKConv`).
+
+Variants of published model code, each proved like the rest: SE as torchvision's `SqueezeExcitation`, timm's
+`SqueezeExcite` (EfficientNet, MobileNetV3) and `SEModule` (RegNetY), Linear SE with or without bias, with any
+of ReLU / ReLU6 / SiLU / GELU / Hardswish inside and a sigmoid or hard-sigmoid gate, and squeeze widths that are
+no C // r; CBAM with any pool types, spatial kernel sizes, a bare or biased spatial conv (luuuyi and YOLO
+ports' two-gate modules, timm `CbamModule`); BAM with its layer and dilation options; SK units with M branches
+and G groups (pppLang/SKNet, ResearchingDexter/SKNet_pytorch); Shuffle Attention with any group count (SA-Net,
+External-Attention's `G`). What the weights cannot tell (an activation, a gate, pool types) is read from the
+module's activation modules and attributes first, then each remaining option is proved in turn; every check
+runs on two inputs (standard normal, and one with per-channel offsets and a wider spread, so that functions
+that agree near zero are told apart).
 """
 
 from __future__ import annotations
@@ -321,7 +332,9 @@ def _infer_sam(module, state):
 
 def _infer_shuffle(module, state):
     w = _shape(state, "cweight")
-    groups = _attr(module, "groups")
+    # SA-Net's `sa_layer` stores `groups`; External-Attention's ShuffleAttention `G`; other ports similar names.
+    groups = next((g for name in ("groups", "G", "group", "num_groups", "g")
+                   if isinstance(g := getattr(module, name, None), int)), None)
     if w is None or len(w) != 4 or not isinstance(groups, int):
         return None
     return {"channel": 2 * w[1] * groups, "groups": groups}
@@ -332,7 +345,13 @@ def _infer_sk(module, state):
     if w is None or fc is None or len(w) != 4 or w[1] == 0 or w[0] % w[1]:
         return None
     stride = next((m.stride[0] for m in module.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)), 1)
-    return {"channels": w[0], "groups": w[0] // w[1], "attn_channels": fc[0], "stride": int(stride)}
+    kwargs = {"channels": w[0], "groups": w[0] // w[1], "attn_channels": fc[0], "stride": int(stride)}
+    paths = _count(state, r"paths\.(\d+)\.conv\.weight")
+    if paths != 2:
+        kwargs["num_paths"] = paths
+    if "attn.fc_select.bias" in state:
+        kwargs["select_bias"] = True
+    return kwargs
 
 
 def signatures() -> tuple[Signature, ...]:
@@ -368,11 +387,16 @@ def _canonical(sig: Signature, state: dict) -> list[tuple[dict, str]]:
         return found
     for convert in getattr(_block_module(sig.block), "KEY_CONVERTERS", ()):
         mapped = convert(dict(state))
-        # A converter that drops keys extracts a block from a bigger module (e.g. a whole EPSABlock): that
-        # module computes something else, so it is not this block.
-        if mapped is not None and sig.anchor in mapped and len(mapped) >= len(state):
+        # A converter that drops weights extracts a block from a bigger module (e.g. a whole EPSABlock): that
+        # module computes something else, so it is not this block. (Merging keys, as the per-branch select
+        # convs of an SK port into one, keeps every weight.)
+        if mapped is not None and sig.anchor in mapped and _numel(mapped) >= _numel(state):
             found.append((mapped, convert.__name__))
     return found
+
+
+def _numel(state: dict) -> int:
+    return sum(v.numel() for v in state.values())
 
 
 def _is_safe(sig: Signature, module: nn.Module) -> bool:
