@@ -143,7 +143,7 @@ def measure(name, corpus, build, specs, swapped, kept, workdir: Path) -> Row:
         simplified = simplify(exported)
         row.simplified = simplified.ok
         graphs = [exported] + ([simplified.model] if simplified.ok else [])
-        worst = 0.0
+        worst, where = 0.0, ""
         for graph in graphs:   # the exporter's graph and the simplified one that ships, as the pipeline checks
             session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
             for which in (0, 1, 2):
@@ -151,7 +151,9 @@ def measure(name, corpus, build, specs, swapped, kept, workdir: Path) -> Row:
                 with torch.no_grad():
                     expected = [t.numpy() for t in _leaves(model(*xs))]
                 got = session.run(None, {n: x.numpy() for n, x in zip(names, xs)})
-                worst = max([worst] + [_rel(e, g) for e, g in zip(expected, got)])
+                err = max(_rel(e, g) for e, g in zip(expected, got))
+                if err > worst:
+                    worst, where = err, f"{('min', 'opt', 'max')[which]} size {list(_sizes(specs, which).values())}"
         row.fp32 = worst
         fp16 = ort.InferenceSession(convert_to_fp16(graphs[-1]).SerializeToString(),
                                     providers=["CPUExecutionProvider"])
@@ -162,7 +164,8 @@ def measure(name, corpus, build, specs, swapped, kept, workdir: Path) -> Row:
         row.fp16 = max(_rel(e, g) for e, g in zip(expected, got))
         row.passed = row.fp32 <= FP32_TOL and row.fp16 <= FP16_TOL
         if not row.passed:
-            row.error = "parity beyond tolerance"
+            row.error = (f"fp32 parity beyond tolerance, worst at the {where}" if row.fp32 > FP32_TOL
+                         else "fp16 parity beyond tolerance")
     except Exception as exc:  # noqa: BLE001 - one model's failure is a row, not the end of the run
         row.error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
         traceback.print_exc(file=sys.stderr)
