@@ -29,7 +29,14 @@ summed before it (one matmul with the bias counted once per pool type); the chan
 ONNX graph has no shape computation for any dynamic axis. fp16: the L2 and log-sum-exp pools run as
 ReduceL2 / Exp-ReduceSum-Log, which the mixed-precision converter keeps in fp32.
 
-`convert_timm_layout` (in KEY_CONVERTERS) maps timm's `CbamModule` layout (`channel.fc1/fc2` 1x1 convs, bias-free
+Options for the variants of published model code (defaults give the official module and keys):
+`spatial_kernel_size` (timm's `spatial_kernel_size`, 3 in several ports), `rd_channels` (a hidden width that
+is no C // r, as timm's rounding gives), `spatial_bn=False` and `spatial_bias=True` for the spatial gates
+written as a bare conv (luuuyi/CBAM.PyTorch's `SpatialAttention` and the many YOLO "CBAM" ports).
+
+`convert_split_gates_layout` (KEY_CONVERTERS) maps those ports' two-gate modules (a channel-attention child
+with two 1x1 convs or Linears, a spatial-attention child with one (1, 2, k, k) conv over (mean, max), names
+free) onto the official keys; `convert_timm_layout` maps timm's `CbamModule` layout (`channel.fc1/fc2` 1x1 convs, bias-free
 by default; `spatial.conv.conv/bn`, whose channel pool is mean first) onto the official keys.
 """
 
@@ -91,18 +98,22 @@ class ChannelGate(nn.Module):
         pool_types: any of 'avg', 'max', 'lp', 'lse', in the order their MLP outputs are summed.
     """
 
-    def __init__(self, gate_channels: int, reduction_ratio: int = 16, pool_types: Sequence[str] = ("avg", "max")):
+    def __init__(self, gate_channels: int, reduction_ratio: int = 16, pool_types: Sequence[str] = ("avg", "max"),
+                 rd_channels: int | None = None):
         super().__init__()
         pool_types = tuple(pool_types)
         unknown = [p for p in pool_types if p not in POOL_TYPES]
         if unknown or not pool_types:
             raise ValueError(f"pool_types {list(pool_types)} must be a non-empty list of {', '.join(POOL_TYPES)}")
         self.gate_channels = gate_channels
+        hidden = rd_channels if rd_channels is not None else bottleneck_width(gate_channels, reduction_ratio)
+        if hidden < 1:
+            raise ValueError(f"rd_channels must be at least 1, got {hidden}")
         self.mlp = nn.Sequential(
             Flatten(),
-            nn.Linear(gate_channels, bottleneck_width(gate_channels, reduction_ratio)),
+            nn.Linear(gate_channels, hidden),
             nn.ReLU(),
-            nn.Linear(bottleneck_width(gate_channels, reduction_ratio), gate_channels),
+            nn.Linear(hidden, gate_channels),
         )
         self.pool_types = pool_types
 
@@ -132,12 +143,21 @@ class ChannelPool(nn.Module):
 
 
 class SpatialGate(nn.Module):
-    """Spatial attention: channel pool, 7x7 conv + BN (no ReLU), sigmoid, times x."""
+    """Spatial attention: channel pool, 7x7 conv + BN (no ReLU), sigmoid, times x.
 
-    def __init__(self):
+    Args:
+        kernel_size: odd size of the conv (7 in the official module).
+        bn: BatchNorm after the conv (official); False for the ports with a bare conv.
+        bias: bias of the conv (the official one has none).
+    """
+
+    def __init__(self, kernel_size: int = SPATIAL_KERNEL, bn: bool = True, bias: bool = False):
         super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"spatial_kernel_size must be odd and positive, got {kernel_size}")
         self.compress = ChannelPool()
-        self.spatial = BasicConv(2, 1, SPATIAL_KERNEL, stride=1, padding=(SPATIAL_KERNEL - 1) // 2, relu=False)
+        self.spatial = BasicConv(2, 1, kernel_size, stride=1, padding=(kernel_size - 1) // 2, relu=False, bn=bn,
+                                 bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.sigmoid(self.spatial(self.compress(x)))
@@ -151,15 +171,20 @@ class CBAM(nn.Module):
         reduction_ratio: channel MLP bottleneck ratio r (hidden width C // r).
         pool_types: global pools feeding the channel MLP; the paper and its checkpoints use ('avg', 'max').
         no_spatial: drop the spatial gate (and its keys), leaving channel attention only.
+        spatial_kernel_size: size of the spatial gate's conv (official 7).
+        rd_channels: hidden width of the channel MLP, overriding C // r.
+        spatial_bn: BatchNorm in the spatial gate (official True).
+        spatial_bias: bias on the spatial gate's conv (official False).
     """
 
     def __init__(self, gate_channels: int, reduction_ratio: int = 16, pool_types: Sequence[str] = ("avg", "max"),
-                 no_spatial: bool = False):
+                 no_spatial: bool = False, *, spatial_kernel_size: int = SPATIAL_KERNEL,
+                 rd_channels: int | None = None, spatial_bn: bool = True, spatial_bias: bool = False):
         super().__init__()
-        self.ChannelGate = ChannelGate(gate_channels, reduction_ratio, pool_types)
+        self.ChannelGate = ChannelGate(gate_channels, reduction_ratio, pool_types, rd_channels)
         self.no_spatial = no_spatial
         if not no_spatial:
-            self.SpatialGate = SpatialGate()
+            self.SpatialGate = SpatialGate(spatial_kernel_size, spatial_bn, spatial_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.ChannelGate(x)
@@ -232,4 +257,49 @@ def convert_timm_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-KEY_CONVERTERS = (convert_timm_layout,)
+def _split_gates(state: dict[str, torch.Tensor], mean_first: bool) -> dict[str, torch.Tensor] | None:
+    """The two-gate layout: two MLP weights (h, C[, 1, 1]) and (C, h[, 1, 1]) with optional biases, one spatial
+    conv weight (1, 2, k, k) with an optional bias, nothing else (a BatchNorm or more layers: another module)."""
+    weights = {k[: -len("weight")]: v for k, v in state.items() if k.endswith("weight")}
+    if len(weights) != 3 or len(state) > 6:
+        return None
+    spatial = [p for p, w in weights.items() if w.dim() == 4 and w.shape[:2] == (1, 2) and w.shape[2] == w.shape[3]]
+    if len(spatial) != 1:
+        return None
+    mlp = [p for p in sorted(weights) if p != spatial[0]]
+    shapes = [tuple(weights[p].shape) for p in mlp]
+    if any(len(sh) not in (2, 4) or sh[2:] not in ((), (1, 1)) for sh in shapes):
+        return None
+    if shapes[0][:2] != shapes[1][:2][::-1]:
+        return None
+    if shapes[0][0] > shapes[0][1]:      # the squeezing layer first, whatever the names' order
+        mlp.reverse()
+    known = {p + "weight" for p in weights} | {p + "bias" for p in weights}
+    if set(state) - known or (spatial[0] + "bias") in state and state[spatial[0] + "bias"].numel() != 1:
+        return None
+    out: dict[str, torch.Tensor] = {}
+    for src, dst in zip(mlp, ("ChannelGate.mlp.1", "ChannelGate.mlp.3")):
+        weight = weights[src]
+        out[f"{dst}.weight"] = weight.reshape(weight.shape[0], weight.shape[1]).clone()
+        bias = state.get(src + "bias")
+        out[f"{dst}.bias"] = bias.clone() if bias is not None else torch.zeros(weight.shape[0], dtype=weight.dtype)
+    conv = weights[spatial[0]]
+    out["SpatialGate.spatial.conv.weight"] = (conv.flip(1) if mean_first else conv).clone()
+    if spatial[0] + "bias" in state:
+        out["SpatialGate.spatial.conv.bias"] = state[spatial[0] + "bias"].clone()
+    return out
+
+
+def convert_split_gates_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """Map a two-gate CBAM port (channel child with fc1/fc2 or a Sequential MLP, spatial child with one bare
+    (1, 2, k, k) conv over cat(mean, max), as luuuyi/CBAM.PyTorch and YOLO ports write it) onto the official
+    keys, flipping the conv's input channels to the official (max, mean); None when the layout does not apply."""
+    return _split_gates(state, mean_first=True)
+
+
+def convert_split_gates_max_first_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The same two-gate layout for ports whose spatial pool is cat(max, mean), as the official one."""
+    return _split_gates(state, mean_first=False)
+
+
+KEY_CONVERTERS = (convert_timm_layout, convert_split_gates_layout, convert_split_gates_max_first_layout)

@@ -49,7 +49,8 @@ BLOCKS: dict[str, BlockSpec] = {
             safe="SEModuleSafe",
             defaults={"channels": 64, "reduction": 16},
             channels_arg="channels",
-            key_layouts=("timm/Cadene conv fc1/fc2", "Linear fc.0/fc.2 (External-Attention SEAttention)"),
+            key_layouts=("timm/Cadene conv fc1/fc2", "Linear fc.0/fc.2 (External-Attention SEAttention)",
+                         "Linear fc1/fc2", "timm SqueezeExcite conv_reduce/conv_expand"),
         ),
         BlockSpec(
             name="sam",
@@ -76,7 +77,8 @@ BLOCKS: dict[str, BlockSpec] = {
             safe="CBAMSafe",
             defaults={"gate_channels": 64, "reduction_ratio": 16},
             channels_arg="gate_channels",
-            key_layouts=("timm CbamModule (channel.fc1/fc2 1x1 convs, spatial.conv.conv/bn, mean-first pool)",),
+            key_layouts=("timm CbamModule (channel.fc1/fc2 1x1 convs, spatial.conv.conv/bn, mean-first pool)",
+                         "two-gate ports (channel MLP child + one bare spatial conv: luuuyi/CBAM.PyTorch, YOLO)"),
             notes="pool_types may add 'lp' and 'lse' to ('avg', 'max'); no_spatial=True drops the spatial gate.",
         ),
         BlockSpec(
@@ -154,7 +156,8 @@ BLOCKS: dict[str, BlockSpec] = {
             # SKNet-50's first SK unit: 128 channels, 3x3 g32 + 3x3 g32 dilation 2, d = max(C/16, 32).
             defaults={"channels": 128, "groups": 32},
             channels_arg="channels",
-            key_layouts=("ResearchingDexter/SKNet_pytorch SKConv (conv.i.j, fc1.j, fc2)",),
+            key_layouts=("ResearchingDexter/SKNet_pytorch SKConv (conv.i.j, fc1.j, fc2)",
+                         "pppLang/SKNet SKConv (convs.i.j, fc.j, fcs.i)"),
             notes="Loads the conv2 unit of each block of timm's skresnext50_32x4d weights (strict).",
         ),
         BlockSpec(

@@ -23,6 +23,11 @@ timm sizes d with make_divisible(C / 16, 32), which equals max(C / 16, 32) for e
 A second layout, ResearchingDexter/SKNet_pytorch `SKConv` (the same paper unit: `conv.{0,1}.{0,1}`,
 `fc1.{0,1}`, `fc2`), is mapped onto these keys by `convert_dexter_layout` (KEY_CONVERTERS).
 
+Options for the SK units of published PyTorch code (defaults give the paper's unit): `num_paths` M (branch i is
+a 3x3 conv with dilation 1 + i, as both ports build M > 2), and `select_bias` for the biased select convs of
+pppLang/SKNet's `SKConv(features, M, G, r)` (`convs.{i}`, `fc`, one `fcs.{i}` 1x1 conv per branch, mapped by
+`convert_ppplang_layout` onto one fc_select whose output is the branches' logits in order).
+
 Export-safe twin (`SKConvSafe`, same constructor and keys): with two branches, softmax over the branch axis is
 a0 = sigmoid(z0 - z1), a1 = 1 - a0, so the output is U1 + a0 * (U0 - U1): no (B, 2, C, 1, 1) view read from
 `x.shape`, no stacked copy of both branches, no Softmax node; the pool is a ReduceMean of each branch
@@ -31,6 +36,8 @@ an fp16 graph finite where exp(z) of a large logit would overflow.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
@@ -67,12 +74,12 @@ class SelectAttention(nn.Module):
         num_paths: number of branches (2 in the SK unit).
     """
 
-    def __init__(self, channels: int, attn_channels: int, num_paths: int = 2):
+    def __init__(self, channels: int, attn_channels: int, num_paths: int = 2, bias: bool = False):
         super().__init__()
         self.num_paths = num_paths
         self.fc_reduce = nn.Conv2d(channels, attn_channels, kernel_size=1, bias=False)
         self.bn = nn.BatchNorm2d(attn_channels)
-        self.fc_select = nn.Conv2d(attn_channels, channels * num_paths, kernel_size=1, bias=False)
+        self.fc_select = nn.Conv2d(attn_channels, channels * num_paths, kernel_size=1, bias=bias)
 
     def forward(self, paths: torch.Tensor) -> torch.Tensor:
         """paths: (B, M, C, H, W) -> attention weights (B, M, C, 1, 1), summing to 1 over M."""
@@ -92,20 +99,23 @@ class SKConv(nn.Module):
         min_attn_channels: L in d = max(C / r, L).
         stride: stride of both branches (2 in the first unit of a stage; 1 keeps the input size).
         attn_channels: d, overriding the formula (for checkpoints sized otherwise).
+        num_paths: number of branches M (2 in the paper); branch i has dilation 1 + i.
+        select_bias: bias on the select conv (the per-branch fcs of pppLang/SKNet have one).
     """
 
     def __init__(self, channels: int, groups: int = 32, reduction: int = 16, min_attn_channels: int = 32,
-                 stride: int = 1, attn_channels: int | None = None):
+                 stride: int = 1, attn_channels: int | None = None, *, num_paths: int = 2,
+                 select_bias: bool = False):
         super().__init__()
         if channels % groups:
             raise ValueError(f"channels {channels} must be divisible by groups {groups}")
+        if num_paths < 2:
+            raise ValueError(f"num_paths must be at least 2, got {num_paths}")
         self.channels = channels
         attn_channels = attn_channels or max(channels // reduction, min_attn_channels)
-        self.paths = nn.ModuleList([
-            ConvBnRelu(channels, channels, stride=stride, dilation=1, groups=groups),
-            ConvBnRelu(channels, channels, stride=stride, dilation=2, groups=groups),
-        ])
-        self.attn = SelectAttention(channels, attn_channels, num_paths=2)
+        self.paths = nn.ModuleList([ConvBnRelu(channels, channels, stride=stride, dilation=1 + i, groups=groups)
+                                    for i in range(num_paths)])
+        self.attn = SelectAttention(channels, attn_channels, num_paths=num_paths, bias=select_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         paths = torch.stack([path(x) for path in self.paths], dim=1)
@@ -116,6 +126,8 @@ class SKConvSafe(SKConv):
     """Export-safe SK unit: two-way softmax as a sigmoid of the logit difference, no 5-D view or stack."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.paths) > 2:
+            return self._forward_many(x)
         u0, u1 = self.paths[0](x), self.paths[1](x)
         attn = self.attn
         s = u0.mean((2, 3), keepdim=True) + u1.mean((2, 3), keepdim=True)
@@ -124,20 +136,62 @@ class SKConvSafe(SKConv):
         a0 = torch.sigmoid(z[:, :c] - z[:, c:])     # softmax([z0, z1])[0]
         return torch.addcmul(u1, a0, u0 - u1)
 
+    def _forward_many(self, x: torch.Tensor) -> torch.Tensor:
+        """M > 2 branches: the logits sliced at constant channel offsets, a softmax over a (B, M, C, 1, 1)
+        stack of the small logit maps (not of the branches), then a weighted sum."""
+        us = [path(x) for path in self.paths]
+        attn, c = self.attn, self.channels
+        s = sum(u.mean((2, 3), keepdim=True) for u in us)
+        z = attn.fc_select(F.relu(attn.bn(attn.fc_reduce(s))))
+        a = torch.softmax(torch.stack([z[:, i * c:(i + 1) * c] for i in range(len(us))], dim=1), dim=1)
+        out = us[0] * a[:, 0]
+        for i in range(1, len(us)):
+            out = torch.addcmul(out, us[i], a[:, i])
+        return out
+
 
 def convert_dexter_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """Map ResearchingDexter/SKNet_pytorch `SKConv` keys onto these; None when the layout does not apply.
 
     That port's `conv.{i}` is Sequential(conv, BN, ReLU) per branch (dilation 1 + i, groups 32, no bias),
-    `fc1` is Sequential(1x1 conv without bias, BN, ReLU) and `fc2` the 1x1 conv to 2C: the same unit.
+    `fc1` is Sequential(1x1 conv without bias, BN, ReLU) and `fc2` the 1x1 conv to M * C: the same unit.
     """
     if "fc2.weight" not in state or "conv.0.0.weight" not in state:
         return None
-    prefixes = {"conv.0.0.": "paths.0.conv.", "conv.0.1.": "paths.0.bn.", "conv.1.0.": "paths.1.conv.",
-                "conv.1.1.": "paths.1.bn.", "fc1.0.": "attn.fc_reduce.", "fc1.1.": "attn.bn.",
-                "fc2.": "attn.fc_select."}
+    prefixes = {"fc1.0.": "attn.fc_reduce.", "fc1.1.": "attn.bn.", "fc2.": "attn.fc_select."}
+    return _renamed(state, prefixes, branch=re.compile(r"conv\.(\d+)\.([01])\.(.*)"))
+
+
+def convert_ppplang_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """Map pppLang/SKNet `SKConv(features, M, G, r)` keys onto these; None when the layout does not apply.
+
+    `convs.{i}` is Sequential(3x3 conv dilation 1 + i without bias, BN, ReLU), `fc` Sequential(1x1 conv without
+    bias, BN, ReLU), and `fcs.{i}` one biased 1x1 conv d -> C per branch, whose outputs are softmaxed over the
+    branches: stacked in branch order they are one conv d -> M * C (fc_select, select_bias=True).
+    """
+    if "fc.0.weight" not in state or "convs.0.0.weight" not in state or "fcs.0.weight" not in state:
+        return None
+    fcs = sorted({int(m.group(1)) for k in state if (m := re.fullmatch(r"fcs\.(\d+)\.weight", k))})
+    if fcs != list(range(len(fcs))):
+        return None
+    out = _renamed({k: v for k, v in state.items() if not k.startswith("fcs.")},
+                   {"fc.0.": "attn.fc_reduce.", "fc.1.": "attn.bn."}, branch=re.compile(r"convs\.(\d+)\.([01])\.(.*)"))
+    out["attn.fc_select.weight"] = torch.cat([state[f"fcs.{i}.weight"] for i in fcs])
+    if all(f"fcs.{i}.bias" in state for i in fcs):
+        out["attn.fc_select.bias"] = torch.cat([state[f"fcs.{i}.bias"] for i in fcs])
+    elif any(f"fcs.{i}.bias" in state for i in fcs):
+        return None
+    return out
+
+
+def _renamed(state: dict, prefixes: dict[str, str], branch: re.Pattern) -> dict:
+    """Keys renamed by prefix, and branch keys `<i>.<0 conv | 1 bn>.<name>` to `paths.<i>.<conv | bn>.<name>`."""
     out = {}
     for key, value in state.items():
+        m = branch.fullmatch(key)
+        if m:
+            out[f"paths.{m.group(1)}.{('conv', 'bn')[int(m.group(2))]}.{m.group(3)}"] = value
+            continue
         for old, new in prefixes.items():
             if key.startswith(old):
                 out[new + key[len(old):]] = value
@@ -147,4 +201,4 @@ def convert_dexter_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-KEY_CONVERTERS = (convert_dexter_layout,)
+KEY_CONVERTERS = (convert_dexter_layout, convert_ppplang_layout)

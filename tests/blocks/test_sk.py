@@ -142,3 +142,33 @@ def test_dynamic_batch_graph_has_no_shape_computation_and_fp16_is_accurate_at_pm
     x = (torch.rand(4, 64, 14, 14, generator=torch.Generator().manual_seed(6)) * 2 - 1) * 50
     got, expected = fp16_outputs(path, tmp_path / "sk_fp16.onnx", ref, x)
     assert max_rel_error(got, expected) <= 5e-3
+
+
+@pytest.mark.parametrize("num_paths,select_bias", [(3, False), (4, True), (2, True)])
+def test_more_paths_and_select_bias_match_a_softmax_over_the_branches(num_paths, select_bias):
+    """M branches (dilation 1 + i), softmax over M of the select conv's logits, written out in float64."""
+    ref, twin = _pair(64, num_paths=num_paths, select_bias=select_bias, attn_channels=16)
+    sd = {k: v.double() for k, v in ref.state_dict().items() if v.is_floating_point()}
+    assert len(ref.paths) == num_paths and ("attn.fc_select.bias" in sd) == select_bias
+    x = torch.randn(2, 64, 10, 9)
+    xd = x.double()
+    us = [torch.clamp(bn_eval(F.conv2d(xd, sd[f"paths.{i}.conv.weight"], padding=1 + i, dilation=1 + i, groups=32),
+                              sd, f"paths.{i}.bn."), min=0) for i in range(num_paths)]
+    s = sum(us).mean((2, 3), keepdim=True)
+    z = torch.clamp(bn_eval(F.conv2d(s, sd["attn.fc_reduce.weight"]), sd, "attn.bn."), min=0)
+    logits = F.conv2d(z, sd["attn.fc_select.weight"], sd.get("attn.fc_select.bias")).view(2, num_paths, 64, 1, 1)
+    expected = (torch.stack(us, 1) * torch.softmax(logits, 1)).sum(1)
+    with torch.no_grad():
+        assert max_rel_error(ref(x), expected) < 1e-5
+        assert max_rel_error(twin(x), expected) < 1e-5
+
+
+def test_three_path_twin_exports_with_dynamic_size(tmp_path):
+    from tests.blocks.helpers import export_dynamic_hw, run_ort
+
+    ref, twin = _pair(64, num_paths=3, select_bias=True)
+    path = tmp_path / "sk3.onnx"
+    export_dynamic_hw(twin, 64, path, "dynamo")
+    x = torch.randn(3, 64, 11, 17)
+    with torch.no_grad():
+        assert max_rel_error(run_ort(path, x), ref(x)) < 1e-5
