@@ -1,6 +1,7 @@
 #
 # deploykit serving images: `deploykit serve /models` over the KServe v2 HTTP protocol on port 8000.
-# Neither image holds PyTorch: serving needs ONNX Runtime (and TensorRT), not the export tools.
+# The CPU image holds no PyTorch: serving needs ONNX Runtime, not the export tools (the GPU image has torch for
+# TensorRT's device buffers, through the trt extra).
 #
 #   docker build --target cpu -t deploykit:cpu .      # Debian's Python, ONNX Runtime on the CPU
 #   docker build --target gpu -t deploykit:gpu .      # NVIDIA's TensorRT image: TensorRT plans + ONNX Runtime GPU
@@ -26,8 +27,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_
 WORKDIR /opt/deploykit
 COPY pyproject.toml constraints.txt README.md ./
 COPY deploykit ./deploykit
-# The image's own TensorRT Python package satisfies the trt extra. onnxruntime (a core dependency) and
-# onnxruntime-gpu install the same `onnxruntime` package, so the CPU build is removed and the GPU one put back.
+# The image's own TensorRT Python package satisfies the trt extra; its torch (engine buffers) is PyPI's CUDA
+# build. onnxruntime (a core dependency) and onnxruntime-gpu install the same `onnxruntime` package, so the CPU
+# build is removed and the GPU one put back.
 RUN python3 -m pip install -c constraints.txt ".[trt,gpu,serve]" \
     && python3 -m pip uninstall -y onnxruntime \
     && python3 -m pip install --force-reinstall --no-deps "onnxruntime-gpu>=1.20" \

@@ -179,3 +179,16 @@ def test_commands_that_need_pytorch_exit_3_with_the_install_hint(no_torch_env, e
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert lines[0].startswith("error: torch is not installed") and "pip install 'deploykit[export]'" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_build_gets_as_far_as_tensorrt_without_torch(no_torch_env, exported, tmp_path):
+    """Building an engine needs TensorRT (and a GPU), not PyTorch: without TensorRT here, the one-line refusal
+    names TensorRT, never torch."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here; the refusal this test reads does not happen")
+    proc = deploykit(no_torch_env, "build", str(exported), "--out", str(tmp_path / "engines"))
+    assert proc.returncode == 3, proc.stderr
+    line = proc.stderr.strip()
+    assert line.startswith("error: TensorRT is not installed") and "\n" not in line and "torch" not in line
