@@ -79,7 +79,9 @@ export CONTAINERS_CONF=$WORK/containers.conf CONTAINERS_STORAGE_CONF=$WORK/stora
 pm() { podman --root "$WORK/storage" --runroot "$WORK/run" --tmpdir "$WORK/tmp" "$@"; }
 pm info >"$WORK/logs/info.txt" 2>&1 || { tail -3 "$WORK/logs/info.txt"; cannot "podman does not start (see $WORK/logs/info.txt)"; }
 
+EXPORT_PID=
 cleanup() {
+    [ -n "$EXPORT_PID" ] && kill "$EXPORT_PID" 2>/dev/null && wait "$EXPORT_PID" 2>/dev/null
     pm rm -f -t 0 "$CTR" >/dev/null 2>&1
     [ "${DEPLOYKIT_CONTAINER_KEEP_IMAGE:-0}" = 1 ] || pm rmi -f "$IMAGE" >/dev/null 2>&1
     pm image prune -f >/dev/null 2>&1      # the build stage left untagged
@@ -128,6 +130,12 @@ if [ -z "$BASE" ]; then
     fi
 fi
 
+# ------------------------------------------------------------------------------ a model, on the host
+# Exported while the image builds (the build mostly waits on pip and layer commits).
+rm -rf "$WORK/models"
+"$PY" -m deploykit export --block se --out "$WORK/models" --force >"$WORK/logs/export.log" 2>&1 &
+EXPORT_PID=$!
+
 # ------------------------------------------------------------------------------------------- build
 # pip inside the build sees what pip on the host sees: its configuration as one pip.conf, and the local
 # folders, indexes, constraint files and CA bundle that configuration names, mounted read-only.
@@ -160,8 +168,8 @@ else
     fail no-torch "the serving image carries export-only packages"
 fi
 
-# ------------------------------------------------------------------------------ a model, on the host
-if "$PY" -m deploykit export --block se --out "$WORK/models" --force >"$WORK/logs/export.log" 2>&1; then
+wait "$EXPORT_PID"; export_rc=$?; EXPORT_PID=
+if [ "$export_rc" = 0 ]; then
     pass export "deploykit export --block se on the host"
 else
     tail -5 "$WORK/logs/export.log"; fail export "deploykit export --block se failed on the host"; exit 1
