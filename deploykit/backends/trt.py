@@ -38,7 +38,7 @@ class TorchBuffers:
         try:
             import torch
         except ImportError as exc:  # the trt extra brings torch; the base install does not
-            raise MissingDependency(f"PyTorch is needed for TensorRT device buffers ({exc})",
+            raise MissingDependency(f"PyTorch is needed for TensorRT device buffers: {exc}",
                                     hint="install it with: pip install 'deploykit[trt]'") from exc
         self.torch = torch
         self.device = torch.device(self.device_name)
