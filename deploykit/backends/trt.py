@@ -37,8 +37,9 @@ class TorchBuffers:
     def activate(self) -> None:
         try:
             import torch
-        except ImportError as exc:  # torch is a core dependency; this only guards broken installs
-            raise MissingDependency(f"PyTorch is needed for TensorRT device buffers ({exc})") from exc
+        except ImportError as exc:  # the trt extra brings torch; the base install does not
+            raise MissingDependency(f"PyTorch is needed for TensorRT device buffers: {exc}",
+                                    hint="install it with: pip install 'deploykit[trt]'") from exc
         self.torch = torch
         self.device = torch.device(self.device_name)
         if self.device.type == "cuda" and not torch.cuda.is_available():

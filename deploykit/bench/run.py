@@ -98,15 +98,18 @@ def run_bench(source, settings: BenchSettings, *, log: Callable[[str], None] = l
     Returns:
         The result; `result.passed` is False when any backend failed its output check or broke.
     """
-    import torch
-
-    previous_threads = torch.get_num_threads()
+    try:
+        import torch
+    except ImportError:  # the base install: ONNX Runtime (and TensorRT) rows only, ORT's own thread default
+        torch = None
+    previous_threads = torch.get_num_threads() if torch else None
     threads = settings.threads or previous_threads
-    torch.set_num_threads(threads)
+    if torch:
+        torch.set_num_threads(threads)
     device = settings.device
     backends: list[BenchBackend] = []
-    previous_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    if device.startswith("cuda"):
+    previous_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) if torch else None
+    if torch and device.startswith("cuda"):
         # fp32 means fp32: TF32 convolutions and matmuls (on by default for cuDNN) miss the fp32 tolerance.
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -139,8 +142,9 @@ def run_bench(source, settings: BenchSettings, *, log: Callable[[str], None] = l
                 b.close()
             except Exception:  # noqa: BLE001 - freeing resources must not hide the results (or the error)
                 pass
-        torch.set_num_threads(previous_threads)
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous_tf32
+        if torch:
+            torch.set_num_threads(previous_threads)
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous_tf32
 
 
 def _load_now():
@@ -184,7 +188,8 @@ def _bench_batch(source, settings, batch, backends, monitor, log) -> list[BenchR
             continue
         if expected is None:
             row.status = "unverified"
-            row.reason = "outputs not checked: no PyTorch source (no deploykit manifest beside the ONNX file)"
+            row.reason = source.export_info.get("unverified", "outputs not checked: no PyTorch source (no deploykit "
+                                                                  "manifest beside the ONNX file)")
         else:
             names = list(expected)
             if len(actual) != len(names):

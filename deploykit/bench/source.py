@@ -195,7 +195,10 @@ def from_onnx(path: str | Path, size: tuple[int, int] | None = None, batches=())
                          input_name=name, output_names=output_names, onnx_file=path, fixed_batch=dims[0],
                          input_dtype=dtype.name)
     config = None
-    if manifest and "config" in manifest:
+    if manifest and "config" in manifest and importlib.util.find_spec("torch") is None:
+        source.export_info = {"manifest": True, "unverified": "outputs not checked: torch is not installed, so the "
+                              "manifest's PyTorch reference cannot run (pip install 'deploykit[export]')"}
+    elif manifest and "config" in manifest:
         from deploykit.export.config import parse_config
         from deploykit.export.source import build_modules
 

@@ -79,6 +79,10 @@ def _resolve_device(device: str) -> str:
 
     if device == "cpu":
         return "cpu"
+    import importlib.util
+
+    if device == "auto" and importlib.util.find_spec("torch") is None:
+        return "cpu"  # the base install benchmarks ONNX Runtime on the CPU; deploykit[export] brings torch
     import torch
 
     available = torch.cuda.is_available()
@@ -131,6 +135,8 @@ def bench(onnx_model, block, network, backends, batches, size, warmup, iters, ro
     backend_names = _parse_backends(backends)
     batch_sizes = _parse_batches(batches)
     hw = _parse_size(size) if size else None
+    if block or network:  # a block or network is built in PyTorch; an ONNX file needs only ONNX Runtime
+        require("torch", extra="export", purpose="benchmarking a --block or --model")
     if plot_path:  # fail before minutes of benchmarking, not after
         require("matplotlib", extra="bench", purpose="--plot")
     _check_output_file(csv_path, "--csv")

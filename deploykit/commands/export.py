@@ -133,6 +133,9 @@ def export(block, model, config_path, variant, weights, out_dir, opset, batch, s
 
     if force and new_version:
         raise click.UsageError("--force and --new-version exclude each other; pass one of them")
+    from deploykit.errors import require
+
+    require("torch", extra="export", purpose="deploykit export")  # the base install serves and validates only
     config = report = before = None
     try:
         config = build_config(block, config_path, variant, opset, batch, size, dynamic_hw, precisions, weights,

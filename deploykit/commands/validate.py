@@ -63,6 +63,10 @@ def validate(path, block, config_path, model_name, inputs, profiles, atol, rtol,
     from deploykit.validate.core import ValidateOptions
     from deploykit.validate.core import validate as run_validate
 
+    if block or config_path or model_name:
+        from deploykit.errors import require
+
+        require("torch", extra="export", purpose="the PyTorch reference of --block/--config/--model")
     if block is not None:
         from deploykit.blocks import spec
 
@@ -86,6 +90,7 @@ def validate(path, block, config_path, model_name, inputs, profiles, atol, rtol,
 
 def _print_table(report) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from deploykit.validate.report import rows
@@ -106,7 +111,9 @@ def _print_table(report) -> None:
                 table.add_section()
             table.add_row(f"[bold]{category}[/]", "", "", "")
             current = category
-        table.add_row(name, f"[{style.get(status, '')}]{status}[/]", detail, fix)
+        # Plain text: hints carry brackets such as deploykit[export], which rich would take for markup.
+        table.add_row(name, f"[{style.get(status, '')}]{status}[/]", escape(detail) if detail else detail,
+                      escape(fix) if fix else fix)
     Console().print(table)
 
 

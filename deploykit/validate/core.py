@@ -15,6 +15,7 @@ Unusable input raises UserInputError (exit 2) instead of becoming a check; a che
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,6 +280,10 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
                    fix="pass --block NAME (or --config FILE) to compare with the PyTorch reference")
     elif len(inputs) != 1:
         report.add("parity", False, "PyTorch parity supports single-input models", category="numerics")
+    elif importlib.util.find_spec("torch") is None:  # only a manifest names the reference: explicit flags need torch
+        report.add("parity", False, "skipped: torch is not installed, so the manifest's PyTorch reference cannot run",
+                   severity="warning", category="numerics",
+                   fix="pip install 'deploykit[export]' to compare with the PyTorch reference")
     else:
         src = config.source
         report.summary["reference"] = (f"PyTorch {src.block or src.network} ({src.variant} export, reference "

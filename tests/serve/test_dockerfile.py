@@ -1,15 +1,18 @@
-"""The Dockerfile without a Docker engine: its structure, and its ENTRYPOINT and HEALTHCHECK commands run for real.
+"""The Dockerfile without a container engine: its structure, and its ENTRYPOINT and HEALTHCHECK commands run for real.
 
 The container's command is `deploykit serve /models --host 0.0.0.0 --port 8000`; here it runs against a
 generated repository with three substitutions only: the repository path for /models, 127.0.0.1 for
-0.0.0.0 (tests talk to loopback only) and port 0 for 8000 (a free port). The HEALTHCHECK command runs as
-written, pointed at that port: it must pass while the server is ready and fail once it has stopped.
+0.0.0.0 (tests talk to loopback only) and port 0 for 8000 (a free port). The HEALTHCHECK command runs exactly
+as written; it finds the server's port itself (DEPLOYKIT_SERVER_PID names the server, which is PID 1 in a
+container): it must pass while the server is ready, whatever its port, and fail once it has stopped.
+scripts/container_check.sh builds the image with podman and runs the same checks against the container.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import subprocess
 import sys
@@ -80,17 +83,32 @@ def dockerfile():
     return parse_dockerfile(DOCKERFILE.read_text())
 
 
-def test_named_targets_on_the_right_bases(dockerfile):
+def test_named_targets_on_base_images_given_as_build_arguments(dockerfile):
     args, stages = dockerfile
     assert {"cpu", "gpu"} <= set(stages)
-    assert stages["gpu"].base == "nvcr.io/nvidia/tensorrt:${TENSORRT_TAG}-py3"
-    assert re.fullmatch(r"\d\d\.\d\d", args["TENSORRT_TAG"])
-    assert re.fullmatch(r"python:\$\{PYTHON_VERSION\}-slim", stages["cpu"].base)
+    # Both bases are build arguments (a mirror, a local image where no registry answers), defaulting to
+    # NVIDIA's TensorRT image and a Debian-based Python.
+    assert stages["gpu"].base == "${GPU_BASE_IMAGE}"
+    assert re.fullmatch(r"nvcr\.io/nvidia/tensorrt:\d\d\.\d\d-py3", args["GPU_BASE_IMAGE"])
+    assert stages["cpu"].base == stages["cpu-build"].base == "${CPU_BASE_IMAGE}"
+    assert re.fullmatch(r"python:3\.\d+-slim", args["CPU_BASE_IMAGE"])
     gpu_install = " ".join(stages["gpu"].all("RUN"))
     assert '".[trt,gpu,serve]"' in gpu_install and "-c constraints.txt" in gpu_install
-    cpu_install = " ".join(s for st in stages.values() if st.base == stages["cpu"].base for s in st.all("RUN"))
-    assert '".[serve]"' in cpu_install and "-c constraints.txt" in cpu_install
+    cpu_install = " ".join(stages["cpu-build"].all("RUN"))
+    # The serving image installs the base and the serve extra: no export extra, so no torch.
+    assert '".[serve]"' in cpu_install and "-c constraints.txt" in cpu_install and "export" not in cpu_install
     assert any("--from=cpu-build" in c for c in stages["cpu"].all("COPY"))
+
+
+def test_no_frontend_pull_and_python3_only():
+    """`# syntax=` makes BuildKit pull a frontend image (blocked air-gapped); Debian's python images have no
+    `python`, and a hard-coded package index would make mirrors edit the file."""
+    text = DOCKERFILE.read_text()
+    assert not re.search(r"^\s*#\s*syntax\s*=", text, flags=re.MULTILINE | re.IGNORECASE)
+    _, stages = parse_dockerfile(text)
+    commands = [c for st in stages.values() for kw in ("RUN", "HEALTHCHECK", "ENTRYPOINT", "CMD") for c in st.all(kw)]
+    assert not [c for c in commands if re.search(r"(^|[\s\"\[/])python([\s\"]|$)", c)], "use python3"
+    assert "download.pytorch.org" not in text and "--index-url" not in text and "--extra-index-url" not in text
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
@@ -99,7 +117,8 @@ def test_targets_run_unprivileged_with_a_readiness_healthcheck(dockerfile, targe
     user = stage.last("USER")
     assert user and user not in {"root", "0"}
     health = stage.last("HEALTHCHECK")
-    assert health and "/v2/health/ready" in health and "CMD" in health
+    assert health and "CMD" in health and "8000" not in health  # the port comes from the server, not the file
+    assert exec_form(health[health.index("CMD") + 3:].strip()) == ["python3", "-m", "deploykit.healthcheck"]
     entry = exec_form(stage.last("ENTRYPOINT"))
     assert entry[:3] == ["deploykit", "serve", "/models"]
     assert entry[entry.index("--host") + 1] == "0.0.0.0"  # explicit: the server itself defaults to loopback
@@ -119,11 +138,13 @@ def local_command(argv: list[str], repo: Path) -> list[str]:
     return [sys.executable, "-m", "deploykit", *[swaps.get(a, a) for a in argv[1:]]]
 
 
-def healthcheck_command(stage: Stage, port: int) -> list[str]:
+def healthcheck(stage: Stage, server_pid: int) -> subprocess.CompletedProcess:
+    """The HEALTHCHECK command as written (python3 -> this interpreter), told which process is the server."""
     health = stage.last("HEALTHCHECK")
     argv = exec_form(health[health.index("CMD") + 3:].strip())
-    assert argv[0] in {"python", "python3"}
-    return [sys.executable, *[a.replace("127.0.0.1:8000", f"127.0.0.1:{port}") for a in argv[1:]]]
+    assert argv[0] == "python3"
+    env = {**os.environ, "DEPLOYKIT_SERVER_PID": str(server_pid), "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=60, env=env)
 
 
 @pytest.mark.parametrize("target", ["cpu"])
@@ -137,7 +158,9 @@ def test_entrypoint_serves_a_generated_repository_and_the_healthcheck_sees_it(do
     live = LiveServer(model_repo, command=local_command(argv, model_repo), log_dir=tmp_path)
     with live:
         port = int(live.address.rsplit(":", 1)[1])
-        probe = subprocess.run(healthcheck_command(stage, port), capture_output=True, text=True, timeout=60)
+        assert port != 8000  # a port the HEALTHCHECK can only know by asking the server
+        server_pid = live.proc.pid
+        probe = healthcheck(stage, server_pid)
         assert probe.returncode == 0, probe.stderr
         x = np.random.default_rng(7).standard_normal((2, 64, 14, 14)).astype(np.float32)
         body = {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
@@ -146,8 +169,8 @@ def test_entrypoint_serves_a_generated_repository_and_the_healthcheck_sees_it(do
         out = response.json()["outputs"][0]
         reference.assert_close("se", x, {"output": np.asarray(out["data"], np.float32).reshape(out["shape"])})
     assert live.proc.returncode == 0  # SIGTERM (docker stop) is a clean exit
-    probe = subprocess.run(healthcheck_command(stage, port), capture_output=True, text=True, timeout=60)
-    assert probe.returncode != 0  # nothing listens any more: unhealthy
+    probe = healthcheck(stage, server_pid)
+    assert probe.returncode == 1 and "unhealthy" in probe.stderr  # nothing listens any more
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:
