@@ -103,7 +103,7 @@ def check_parity(label: str, runner, input_name: str, expected_by_shape: dict, t
     report = ParityReport(label, tol)
     for shape, x in inputs_by_shape.items():
         try:
-            actual = runner.infer({input_name: x})
+            actual = runner.infer(x if isinstance(x, dict) else {input_name: x})   # a feed, or one input
         except Exception as exc:  # noqa: BLE001 - a runtime that rejects a verification shape fails parity
             actual = {}
             reason = f"{runner.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
