@@ -103,6 +103,9 @@ class Signature:
         build: (kwargs, variant) -> module; None builds deploykit block `block`.
         tokens: the authors call it with (tokens, H, W) instead of an NCHW tensor.
         is_safe: module -> True when it already is the export-safe twin.
+        variants: (module, kwargs) -> the options the weights cannot tell (an activation, a gate, pool types),
+            each a dict merged into kwargs, most likely first; every one is proved in turn and the first proved
+            equal is swapped in.
     """
 
     block: str
@@ -111,6 +114,7 @@ class Signature:
     channels: Callable[[dict], int]
     build: Callable[[dict, str], nn.Module] | None = None
     is_safe: Callable[[nn.Module], bool] | None = None
+    variants: Callable[[nn.Module, dict], list[dict]] | None = None
 
 
 def _block_module(name: str):
@@ -147,10 +151,47 @@ def _ratio(channels: int, hidden: int) -> int | None:
 
 def _infer_se(module, state):
     w1, w2 = _shape(state, "fc1.weight"), _shape(state, "fc2.weight")
-    if w1 is None or w2 is None or len(w1) != 4 or w1[2:] != (1, 1) or w2[:2] != (w1[1], w1[0]):
+    if w1 is None or w2 is None or len(w1) != 4 or w1[2:] != (1, 1) or w2 != (w1[1], w1[0], 1, 1):
+        return None
+    if w1[0] > w1[1]:
+        return None  # an expansion (a transformer's MLP), not a squeeze
+    bias = "fc1.bias" in state
+    if bias != ("fc2.bias" in state):
         return None
     r = _ratio(w1[1], w1[0])
-    return None if r is None else {"channels": w1[1], "reduction": r}
+    kwargs = {"channels": w1[1], "reduction": r} if r is not None else {"channels": w1[1], "rd_channels": w1[0]}
+    return kwargs if bias else {**kwargs, "bias": False}
+
+
+# Activation modules by class name (lower case, no underscores), as torch, timm and the common ports name them.
+_ACTIVATION_NAMES = {"relu": "relu", "relu6": "relu6", "silu": "silu", "swish": "silu", "gelu": "gelu",
+                     "hardswish": "hardswish", "hswish": "hardswish", "sigmoid": "sigmoid",
+                     "hardsigmoid": "hardsigmoid", "hsigmoid": "hardsigmoid"}
+
+
+def _activations_in(module: nn.Module) -> list[str]:
+    """Names of the activation modules `module` holds, in registration order (tanh-GELU told apart)."""
+    found = []
+    for sub in module.modules():
+        name = _ACTIVATION_NAMES.get(type(sub).__name__.lower().replace("_", ""))
+        if name == "gelu" and getattr(sub, "approximate", "none") == "tanh":
+            name = "gelu_tanh"
+        if name is not None:
+            found.append(name)
+    return found
+
+
+def _se_variants(module, kwargs):
+    """(activation, gate) pairs, those the module's own activation modules name first, then every other pair
+    (a functional activation leaves no module to read)."""
+    from deploykit.blocks.se import ACTIVATIONS, GATES
+
+    found = _activations_in(module)
+    gates = [g for g in found if g in GATES]
+    acts = [a for a in found if a in ACTIVATIONS]
+    gate_first = gates[-1:] + [g for g in GATES if g not in gates[-1:]]
+    act_first = acts[:1] + [a for a in ACTIVATIONS if a not in acts[:1]]
+    return [{"activation": a, "gate": g} for g in gate_first for a in act_first]
 
 
 def _infer_cbam(module, state):
@@ -290,7 +331,7 @@ def signatures() -> tuple[Signature, ...]:
         Signature("sam", "proj.weight", _infer_sam, lambda k: k["dim"]),
         Signature("shuffle", "cweight", _infer_shuffle, lambda k: k["channel"]),
         Signature("sk", "paths.0.conv.weight", _infer_sk, lambda k: k["channels"]),
-        Signature("se", "fc1.weight", _infer_se, lambda k: k["channels"]),
+        Signature("se", "fc1.weight", _infer_se, lambda k: k["channels"], variants=_se_variants),
     )
 
 
@@ -301,19 +342,19 @@ def _local_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v for k, v in module.state_dict().items()}
 
 
-def _canonical(sig: Signature, state: dict) -> tuple[dict, str] | None:
-    """The state in the block's own layout (directly, or through one of its key converters)."""
-    if sig.anchor in state:
-        return state, ""
+def _canonical(sig: Signature, state: dict) -> list[tuple[dict, str]]:
+    """The state in the block's own layout: as it is (when the anchor key is there) and through every one of
+    the block's key converters that applies (e.g. Linear `fc1`/`fc2` share SE's key names, not its shapes)."""
+    found = [(state, "")] if sig.anchor in state else []
     if sig.build is not None:
-        return None
+        return found
     for convert in getattr(_block_module(sig.block), "KEY_CONVERTERS", ()):
         mapped = convert(dict(state))
         # A converter that drops keys extracts a block from a bigger module (e.g. a whole EPSABlock): that
         # module computes something else, so it is not this block.
         if mapped is not None and sig.anchor in mapped and len(mapped) >= len(state):
-            return mapped, convert.__name__
-    return None
+            found.append((mapped, convert.__name__))
+    return found
 
 
 def _is_safe(sig: Signature, module: nn.Module) -> bool:
@@ -366,6 +407,15 @@ def _max_abs(a, b) -> float:
     return (a.float() - b.float()).abs().max().item()
 
 
+def _leaves(outputs) -> list:
+    """The tensors of a model's output (a tensor, or tuples, lists and dicts of them), in a stable order."""
+    if isinstance(outputs, dict):
+        return [leaf for key in outputs for leaf in _leaves(outputs[key])]
+    if isinstance(outputs, (tuple, list)):
+        return [leaf for item in outputs for leaf in _leaves(item)]
+    return [outputs]
+
+
 def _close(expected: torch.Tensor, diff: float, atol: float, rtol: float) -> bool:
     return diff <= atol + rtol * expected.float().abs().max().item()
 
@@ -374,8 +424,6 @@ def _try_signature(sig: Signature, module: nn.Module, path: str, canon: tuple[di
                    seed: int):
     """(twin, record) when `module` is this block and the twin is proved equal; (None, record) for a near miss;
     None when the shapes do not fit the block at all."""
-    from deploykit.blocks.init import randomize_for_verification
-
     state, converter = canon
     kwargs = sig.infer(module, state)
     if kwargs is None:
@@ -386,6 +434,31 @@ def _try_signature(sig: Signature, module: nn.Module, path: str, canon: tuple[di
     source = "deploykit reference" if ours else "authors' layout"
     if converter:
         source += f" via {converter}"
+    options = sig.variants(module, kwargs) if sig.variants is not None else [{}]
+    if converter:
+        # A converted layout that still differs from the block's is another module that shares some key
+        # names (a transformer's Linear fc1/fc2 MLP has SE's names), not a near miss worth a note.
+        try:
+            if _layout_mismatch(_build(sig, {**kwargs, **options[0]}, "safe", tokens).state_dict(), state):
+                return None
+        except (TypeError, ValueError):
+            return None
+    first = None
+    for option in options:
+        twin, record = _prove(sig, module, path, state, {**kwargs, **option}, tokens, source, atol, rtol, seed)
+        if twin is not None:
+            return twin, record
+        first = first or record
+    if len(options) > 1:
+        first.reason += f" (and with each of the {len(options) - 1} other {'/'.join(options[0])} options)"
+    return None, first
+
+
+def _prove(sig, module, path, state, kwargs, tokens, source, atol, rtol, seed):
+    """Build the twin with `kwargs`, load the module's weights and compare on random input, then again with
+    seeded weights in both: (twin, record) when both agree, else (None, record with the reason)."""
+    from deploykit.blocks.init import randomize_for_verification
+
     record = ModuleConversion(path, f"{type(module).__module__}.{type(module).__qualname__}", sig.block,
                               source=source, args={k: (list(v) if isinstance(v, tuple) else v)
                                                    for k, v in kwargs.items()})
@@ -401,21 +474,22 @@ def _try_signature(sig: Signature, module: nn.Module, path: str, canon: tuple[di
     twin.load_state_dict(state, strict=True)
     like = next(v for v in state.values() if v.is_floating_point())
     twin.to(device=like.device, dtype=like.dtype)
-    args = _check_args(sig, kwargs, tokens, like, seed)
+    checks = _check_inputs(sig, kwargs, tokens, like, seed)
     try:
-        expected = _run(module, args)
-        record.max_abs = _max_abs(expected, _run(twin, args))
-        if not _close(expected, record.max_abs, atol, rtol):
+        record.max_abs = _max_diff(module, twin, checks)
+        if not all(_close(e, d, atol, rtol) for e, d in record.max_abs):
+            record.max_abs = max(d for _, d in record.max_abs)
             record.reason = f"outputs differ on random input (max abs {record.max_abs:.3g})"
             return None, record
+        record.max_abs = max(d for _, d in record.max_abs)
         # Same check with seeded non-trivial weights in both: the match must hold for any weights.
         seeded = randomize_for_verification(copy.deepcopy(module), seed=seed)
-        seeded_state = _canonical(sig, _local_state(seeded))[0]
+        seeded_state = next(c for c, name in _canonical(sig, _local_state(seeded)) if name == _converter_of(source))
         twin_seeded = _build(sig, kwargs, "safe", tokens).to(device=like.device, dtype=like.dtype)
         twin_seeded.load_state_dict(seeded_state, strict=True)
-        expected = _run(seeded, args)
-        record.max_abs_seeded = _max_abs(expected, _run(twin_seeded, args))
-        if not _close(expected, record.max_abs_seeded, atol, rtol):
+        diffs = _max_diff(seeded, twin_seeded, checks)
+        record.max_abs_seeded = max(d for _, d in diffs)
+        if not all(_close(e, d, atol, rtol) for e, d in diffs):
             record.reason = (f"outputs agree with these weights but differ with seeded random weights (max abs "
                              f"{record.max_abs_seeded:.3g}): a different function")
             return None, record
@@ -427,6 +501,32 @@ def _try_signature(sig: Signature, module: nn.Module, path: str, canon: tuple[di
     return twin, record
 
 
+def _converter_of(source: str) -> str:
+    return source.rpartition(" via ")[2] if " via " in source else ""
+
+
+def _check_inputs(sig, kwargs, tokens, like, seed) -> list[tuple]:
+    """Two random inputs: standard normal, and one with per-channel offsets and a wider spread, so that pooled
+    statistics are far from zero and activations that agree near zero (ReLU / ReLU6, SiLU / GELU) are told
+    apart."""
+    plain = _check_args(sig, kwargs, tokens, like, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    x = plain[0]
+    axis = 2 if tokens else 1
+    shape = [1] * x.dim()
+    shape[axis] = x.shape[axis]
+    offset = (torch.randn(shape, generator=gen) * 3).to(x.device, x.dtype)
+    return [plain, (x * 4 + offset, *plain[1:])]
+
+
+def _max_diff(module, twin, checks) -> list[tuple[torch.Tensor, float]]:
+    out = []
+    for args in checks:
+        expected = _run(module, args)
+        out.append((expected, _max_abs(expected, _run(twin, args))))
+    return out
+
+
 def _convert_module(module: nn.Module, path: str, report: ConversionReport, atol, rtol, seed) -> nn.Module | None:
     """The twin replacing `module` (`module` itself when it already is one), or None: then its children are
     visited."""
@@ -435,20 +535,19 @@ def _convert_module(module: nn.Module, path: str, report: ConversionReport, atol
     state = _local_state(module)
     near: list[ModuleConversion] = []
     for sig in signatures():
-        canon = _canonical(sig, state)
-        if canon is None:
-            continue
-        if _is_safe(sig, module):
+        candidates = _canonical(sig, state)
+        if candidates and _is_safe(sig, module):
             report.already_safe.append(path or "<root>")
             return module
-        result = _try_signature(sig, module, path, canon, atol, rtol, seed)
-        if result is None:
-            continue
-        twin, record = result
-        if twin is not None:
-            report.replaced.append(record)
-            return twin
-        near.append(record)
+        for canon in candidates:
+            result = _try_signature(sig, module, path, canon, atol, rtol, seed)
+            if result is None:
+                continue
+            twin, record = result
+            if twin is not None:
+                report.replaced.append(record)
+                return twin
+            near.append(record)
     if near:
         report.not_replaced.append(near[0])
     return None
@@ -495,8 +594,7 @@ def make_export_safe(model: nn.Module, example_inputs=None, *, inplace: bool = F
         model = root
     if args is not None:
         after = _run(model, args)
-        outs_b = before if isinstance(before, (tuple, list)) else (before,)
-        outs_a = after if isinstance(after, (tuple, list)) else (after,)
+        outs_b, outs_a = _leaves(before), _leaves(after)
         diffs = [_max_abs(b, a) for b, a in zip(outs_b, outs_a)]
         worst = max(diffs) if diffs else float("inf")
         passed = len(outs_b) == len(outs_a) and all(_close(b, d, atol, rtol) for b, d in zip(outs_b, diffs))
