@@ -249,7 +249,11 @@ def export(block, model, config_path, variant, weights, out_dir, opset, batch, s
     if debug:
         from deploykit.sources.user_code import DEBUG_ENV
 
+        previous = os.environ.get(DEBUG_ENV)
         os.environ[DEBUG_ENV] = "1"
+        # For this command only (an in-process caller, a test, keeps its environment).
+        click.get_current_context().call_on_close(
+            lambda: os.environ.pop(DEBUG_ENV, None) if previous is None else os.environ.update({DEBUG_ENV: previous}))
 
     from deploykit.commands import echo_json, export_failure
     from deploykit.export.pipeline import REPORT_NAME, run_export
@@ -315,6 +319,8 @@ def _print_summary(status) -> None:
 
         seeded = status.source.weights_report.get("seeded_random")
         console.print(describe(status.source.weights_report), style="bold red" if seeded else None, markup=False)
+        for note in status.source.notes:
+            console.print(note, style="bold yellow", markup=False)
         conv = status.source.conversion
         if conv is not None:
             console.print(conv["summary"] + ("" if conv.get("used", True) else f"\n  not used: {conv['why']}"),

@@ -61,6 +61,7 @@ def _source_section(source) -> list[str]:
         f"`{t.name}` {t.dtype} " + "x".join(str(d.opt) if not d.dynamic else f"[{d.lo}..{d.opt}..{d.hi}]" for d in t.dims)
         for t in source.inputs))
     lines.append("- outputs: " + ", ".join(f"`{n}`" for n in source.output_names))
+    lines += [f"- **{note}**" for note in source.notes]
     conv = source.conversion
     if conv is not None:
         lines += ["", "## Export-safe rewrite", "",

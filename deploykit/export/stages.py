@@ -135,7 +135,7 @@ def _dynamic_axes(source) -> dict:
 def _verification_data(source, config) -> tuple[dict, dict]:
     """Fresh seeded inputs per verification point and PyTorch's outputs for them, shared by every comparison."""
     from deploykit.sources.outputs import torch_outputs
-    from deploykit.sources.specs import make_feed
+    from deploykit.sources.specs import make_feed, point_label
 
     feeds = {key_of(p): make_feed(source.inputs, p, config.seed + 1 + i) for i, p in enumerate(source.points)}
     if source.kind in ("block", "network"):   # one image in, one tensor out
@@ -144,9 +144,54 @@ def _verification_data(source, config) -> tuple[dict, dict]:
         name = source.input_names[0]
         expected = {k: verify.torch_outputs(source.reference, f[name], source.output_names) for k, f in feeds.items()}
     else:
-        expected = {k: torch_outputs(source.reference, f, source.input_names, source.output_names)
-                    for k, f in feeds.items()}
+        expected = {}
+        for i, point in enumerate(list(source.points)):
+            key = key_of(point)
+            try:
+                expected[key] = torch_outputs(source.reference, feeds[key], source.input_names, source.output_names)
+            except Exception as exc:  # noqa: BLE001 - the model itself rejects this size
+                if i != ODD_POINT or len(source.points) <= ODD_POINT:
+                    from deploykit.sources.user_code import user_failure
+
+                    raise user_failure(f"the model in PyTorch at {point_label(point)}", exc,
+                                       hint="narrow the --dynamic ranges (or inputs:) to sizes the model takes") from None
+                del feeds[key]
+                found = _aligned_odd(source, config, seed=config.seed + 1 + i,
+                                     accept=lambda f: torch_outputs(source.reference, f, source.input_names,
+                                                                    source.output_names))
+                if found is None:
+                    source.points.pop(i)
+                    source.notes.append(f"the model in PyTorch rejects {point_label(point)} and every aligned "
+                                        "size tried; verified at min, opt and max only")
+                    continue
+                new_point, feed, outs, align = found
+                source.points[i] = new_point
+                feeds[key_of(new_point)], expected[key_of(new_point)] = feed, outs
+                source.notes.append(f"the model in PyTorch rejects {point_label(point)} ({type(exc).__name__}); "
+                                    f"its sizes are multiples of {align}, so the odd point is {point_label(new_point)}")
+        feeds = {key_of(p): feeds[key_of(p)] for p in source.points}
     return feeds, expected
+
+
+# verification_points' order for user sources: opt, min, max, odd.
+ODD_POINT = 3
+
+
+def _aligned_odd(source, config, seed: int, accept):
+    """The first aligned odd point (multiples of 2, 4, ... 64) whose feed `accept` takes without raising:
+    (point, feed, accept's result, alignment), or None."""
+    from deploykit.sources.specs import ALIGNMENTS, aligned_odd_point, make_feed
+
+    for align in ALIGNMENTS:
+        point = aligned_odd_point(source.inputs, align)
+        if point is None or key_of(point) in {key_of(p) for p in source.points[:ODD_POINT]}:
+            continue
+        feed = make_feed(source.inputs, point, seed)
+        try:
+            return point, feed, accept(feed), align
+        except Exception:  # noqa: BLE001 - not this alignment either
+            continue
+    return None
 
 
 def export(run: ExportRun) -> None:
@@ -239,6 +284,8 @@ def verify_and_simplify(run: ExportRun) -> None:
     with run.stage("simplify") as st:
         with run.progress.stage("verify the exported graph against PyTorch") as ps:
             raw_parity = _parity(run, "onnx vs pytorch", raw, tol32)
+            if not raw_parity and run.source.kind not in ("block", "network"):
+                raw_parity = _realign_for_graph(run, raw, raw_parity, tol32)
             raw_outputs = {sp.shape: sp.outputs or {} for sp in raw_parity.shapes}
             ps.detail = f"max abs {raw_parity.max_abs:.2e}"
             ps.outcome = "ok" if raw_parity else "failed"
@@ -284,6 +331,41 @@ def verify_and_simplify(run: ExportRun) -> None:
         raise CheckFailed(f"ONNX Runtime outputs differ from PyTorch at input shape {shape_text(worst.shape)}{which}: "
                           f"{how}", hint="nothing was written; see the export report")
     run.graphs["fp32"] = chosen
+
+
+def _realign_for_graph(run: ExportRun, raw, parity, tol):
+    """When ONNX Runtime rejects only the odd point (PyTorch took it), the graph takes aligned sizes only (a
+    UNet traced at a size divisible by 8 drops its resize branch): find the alignment it takes, verify there, and
+    say so loudly. Wrong numbers are never realigned away, only a size the runtime refuses outright."""
+    from deploykit.backends.ort import OrtRunner
+    from deploykit.sources.outputs import torch_outputs
+    from deploykit.sources.specs import point_label
+
+    source = run.source
+    failing = [sp for sp in parity.shapes if not sp.comparison]
+    if len(source.points) <= ODD_POINT or len(failing) != 1 or failing[0].outputs is not None:
+        return parity
+    odd = source.points[ODD_POINT]
+    if failing[0].shape != key_of(odd):
+        return parity
+    reason = next((o.reason for o in failing[0].comparison.outputs if o.reason), "")
+    with OrtRunner(raw.SerializeToString()) as runner:
+        def accept(feed):
+            outs = torch_outputs(source.reference, feed, source.input_names, source.output_names)
+            runner.infer(feed)   # raises where the graph refuses this size too
+            return outs
+
+        found = _aligned_odd(source, run.config, seed=run.config.seed + 1 + ODD_POINT, accept=accept)
+    if found is None:
+        return parity
+    point, feed, outs, align = found
+    del run.feeds[key_of(odd)], run.expected[key_of(odd)]
+    source.points[ODD_POINT] = point
+    run.feeds[key_of(point)], run.expected[key_of(point)] = feed, outs
+    source.notes.append(f"WARNING: the exported graph refuses {point_label(odd)}, which PyTorch takes "
+                        f"({reason.split(':')[0] if reason else 'runtime error'}); it takes sizes that are multiples of "
+                        f"{align}: send those. Verified at {point_label(point)} instead")
+    return _parity(run, "onnx vs pytorch", raw, tol)
 
 
 def shape_text(shape) -> str:

@@ -65,7 +65,11 @@ def flat_outputs(module, arity: int):
     forward.__signature__ = inspect.Signature(
         [inspect.Parameter("self", kind)] + [inspect.Parameter(f"input_{i}", kind) for i in range(arity)])
     cls = type("FlatOutputs", (_BASE,), {"forward": forward, "__module__": __name__})
-    return cls(module).eval()
+    wrapper = cls(module)
+    wrapper.training = False   # not .eval(): a saved program's module refuses train/eval switches
+    if not getattr(module, "_deploykit_no_eval", False):
+        module.eval()
+    return wrapper
 
 
 def torch_outputs(module, feed: dict, input_names: list[str], output_names: list[str]) -> dict:

@@ -75,5 +75,7 @@ def build(config) -> ModelSource:
     path = Path(config.source.program).resolve()
     weights = {"path": str(path), "sha256": sha256_file(path), "seeded_random": False,
                "note": "the weights saved in the program"}
-    return from_module(config, program.module(), label=str(path), inputs=inputs, weights=weights, kind="program",
+    module = program.module()
+    module._deploykit_no_eval = True
+    return from_module(config, module, label=str(path), inputs=inputs, weights=weights, kind="program",
                        rebuild={"kind": "program", "program": str(path)})

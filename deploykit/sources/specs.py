@@ -83,6 +83,29 @@ def verification_points(inputs: list[TensorInput]) -> list[Point]:
     return points
 
 
+ALIGNMENTS = (2, 4, 8, 16, 32, 64)
+
+
+def aligned_odd_point(inputs: list[TensorInput], align: int) -> Point | None:
+    """The odd point for a model that takes only multiples of `align` in its non-batch dynamic dims: each such
+    dim at an odd multiple of `align` (not a power-of-two-friendly size) other than min/opt/max where possible;
+    the batch (axis 0) stays at its odd size. None where no dim has such a size in its range."""
+    point, moved = {}, False
+    for t in inputs:
+        shape = []
+        for axis, d in enumerate(t.dims):
+            if axis == 0 or not d.dynamic:
+                shape.append(d.odd() if axis == 0 else d.opt)
+                continue
+            sizes = [s for s in range(d.lo, d.hi + 1) if s % align == 0 and (s // align) % 2 == 1]
+            fresh = [s for s in sizes if s not in (d.lo, d.opt, d.hi)] or sizes
+            pick = min(fresh, key=lambda s: abs(s - d.opt)) if fresh else d.opt
+            moved |= pick != d.opt
+            shape.append(pick)
+        point[t.name] = tuple(shape)
+    return point if moved else None
+
+
 def point_label(point: Point) -> str:
     return ", ".join(f"{n} {'x'.join(map(str, s))}" for n, s in point.items())
 

@@ -43,7 +43,8 @@ def from_module(config, model, *, label: str, rebuild: dict | None = None, input
     check_forward(model, [t.name for t in inputs])
     if weights is None:
         weights = load_into(model, config.source.weights, config.seed)
-    model.eval()
+    if kind != "program":   # a saved program's module is in the mode it was saved in and refuses eval()
+        model.eval()
     example = example_inputs(inputs)
     output_names = probe_outputs(model, example, config.output_name, [t.name for t in inputs])
     reference = flat_outputs(model, len(inputs))
@@ -127,7 +128,7 @@ def rewrite(model, reference, example: tuple, config):
         info["used"] = False
         info["why"] = "nothing was swapped"
         return reference, info
-    twin = flat_outputs(safe.eval(), len(example))
+    twin = flat_outputs(safe, len(example))
     with torch.inference_mode():
         before, after = reference(*example), twin(*example)
     worst = max((float((a.double() - b.double()).abs().max()) if a.numel() else 0.0)

@@ -180,7 +180,8 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
             source = "--inputs"
         else:
             # Explicit --profile flags choose the shapes; otherwise the reference config's ranges do.
-            use_config = config if (config is not None and len(inputs) == 1 and not opts.profiles) else None
+            use_config = config if (config is not None and config.source.registry and len(inputs) == 1
+                                    and not opts.profiles) else None
             channels = None
             if use_config is not None:
                 dims = inputs[0].dims or ()
@@ -188,7 +189,13 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
                 channels = use_config.input.channels or graph_channels
                 if channels is None:
                     use_config = None
-            plan = plan_shapes(inputs, config=use_config, channels=channels, profiles=profiles)
+            points = ((manifest or {}).get("verification") or {}).get("points")
+            if points and not opts.profiles and use_config is None:   # a user model: the points its export proved
+                from deploykit.validate.inputs import ShapePlan
+
+                plan = ShapePlan([{n: tuple(s) for n, s in p.items()} for p in points], "the export's verification points")
+            else:
+                plan = plan_shapes(inputs, config=use_config, channels=channels, profiles=profiles)
             check_memory(inputs, plan, opts.max_input_mb)
             feeds = make_feeds(inputs, plan, opts.seed)
             source = plan.source
@@ -219,11 +226,11 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
         report.add("parity", True, "skipped: no manifest beside the model and no --block/--config/--model given",
                    severity="info", category="numerics",
                    fix="pass --block NAME (or --config FILE) to compare with the PyTorch reference")
-    elif len(inputs) != 1:
+    elif len(inputs) != 1 and config.source.registry:
         report.add("parity", False, "PyTorch parity supports single-input models", category="numerics")
     else:
         src = config.source
-        report.summary["reference"] = (f"PyTorch {src.block or src.network} ({src.variant} export, reference "
+        report.summary["reference"] = (f"PyTorch {src.label} ({src.variant} export, reference "
                                        f"semantics), weights: {src.weights or f'seeded (seed {config.seed})'}")
         expected, outputs_check = numerics.reference_outputs(config, feeds, output_names)
         report.checks.append(outputs_check)
