@@ -94,18 +94,19 @@ def run_all(run: ExportRun) -> None:
 def build(run: ExportRun) -> None:
     """The source: module to export, its reference, inputs, outputs, weights."""
     from deploykit.sources import build_source
-    from deploykit.sources.weights import describe
+    from deploykit.sources.weights import describe, live_weights
 
     with run.stage("build") as st, run.progress.stage("build PyTorch modules") as ps:
         if run.model is not None:
             from deploykit.sources.user_module import from_module
 
-            run.source = from_module(run.config, run.model, label=run.config.source.module)
+            run.source = from_module(run.config, run.model, label=run.config.source.module.removeprefix("<live>"),
+                                     weights=live_weights(run.model))
         else:
             run.source = build_source(run.config)
         src = run.source
         ps.detail = src.label
-        if src.kind in ("module", "program"):
+        if src.kind in ("module", "program", "live"):
             conv = src.conversion
             swapped = (f"; export-safe rewrite: {len(conv['replaced'])} swapped, {len(conv['not_replaced'])} kept"
                        + ("" if conv.get("used", True) else f" ({conv['why']})")) if conv else ""

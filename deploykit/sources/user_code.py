@@ -42,6 +42,10 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 def load_callable(spec: str):
     """The class or factory that `spec` names (importing its module runs the user's code)."""
+    if spec.startswith("<live>"):
+        raise UserInputError(f"'{spec.removeprefix('<live>')}' was exported from a live module in Python: its "
+                             "reference cannot be rebuilt from the sidecar",
+                             hint="give validate --config FILE whose source names module, args and weights")
     target, name = split_spec(spec)
     if target.endswith(".py"):
         path = Path(target).resolve()

@@ -41,6 +41,20 @@ def describe(report: dict) -> str:
              f"stripped prefix '{report['stripped_prefix']}'" if report.get("stripped_prefix") else "",
              f"converted by {', '.join(report['converted_by'])}" if report.get("converted_by") else ""]
     extra = [e for e in extra if e]
+    if report.get("state_dict_sha256"):
+        return f"weights: the live module's own (state dict sha256 {report['state_dict_sha256'][:12]})"
     sha = report.get("sha256")
     return (f"weights: {report['path']}" + (f" (sha256 {sha[:12]})" if sha else "")
             + (f"; {'; '.join(extra)}" if extra else ""))
+
+
+def live_weights(module) -> dict:
+    """The weights of a module handed over in Python: named by the sha256 of its state dict."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {"path": None, "seeded_random": False, "state_dict_sha256": digest.hexdigest(),
+            "note": "the weights the live module carried when deploykit.export was called"}
