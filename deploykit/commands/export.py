@@ -63,8 +63,10 @@ def build_config(block, config_path, variant, opset, batch, size, dynamic_hw, pr
     data = config.model_dump(mode="json")
     if variant:
         data["source"]["variant"] = variant
-    if weights:
-        data["source"]["weights"] = weights
+    if weights:   # absolute: the sidecar rebuilds the reference from any working directory
+        from pathlib import Path
+
+        data["source"]["weights"] = str(Path(weights).resolve())
     if opset:
         data["opset"] = opset
     if batch:

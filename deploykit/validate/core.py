@@ -232,6 +232,7 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
         src = config.source
         report.summary["reference"] = (f"PyTorch {src.label} ({src.variant} export, reference "
                                        f"semantics), weights: {src.weights or f'seeded (seed {config.seed})'}")
+        _check_reference_weights(report, src, manifest)
         expected, outputs_check = numerics.reference_outputs(config, feeds, output_names)
         report.checks.append(outputs_check)
         report.extend(numerics.comparison_checks("parity", "PyTorch reference", expected, actual, tols))
@@ -253,6 +254,30 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
             # distribution, so the first shape stands for them.
             files = [f for f in feeds if f.from_file]
             report.checks.append(readiness(path, info, files or feeds[:1]))
+
+
+def _check_reference_weights(report, src, manifest) -> None:
+    """Say so when the reference cannot carry the exported weights (parity would fail for that reason alone,
+    and looser tolerances are not the fix)."""
+    from pathlib import Path
+
+    exported = (((manifest or {}).get("source") or {}).get("weights_report") or {})
+    if not exported.get("path"):
+        return
+    if not src.weights:
+        report.add("reference_weights", False, f"the model was exported with the weights {exported['path']} "
+                   f"(sha256 {str(exported.get('sha256'))[:12]}) but this reference has seeded random weights: the "
+                   "outputs cannot agree, whatever the tolerance", category="numerics",
+                   fix="compare with the sidecar's reference (drop --block/--model) or give the checkpoint "
+                       "(--config with source.weights)")
+    elif exported.get("sha256") and Path(src.weights).is_file():
+        from deploykit.repository import sha256_file
+
+        if sha256_file(src.weights) != exported["sha256"]:
+            report.add("reference_weights", False, f"the checkpoint {src.weights} changed since the export (sha256 "
+                       f"{sha256_file(src.weights)[:12]}, exported {exported['sha256'][:12]}): the reference is not "
+                       "the exported model", category="numerics",
+                       fix="restore the exported checkpoint, or export again from this one")
 
 
 def _is_fp16(model) -> bool:

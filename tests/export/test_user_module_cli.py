@@ -207,3 +207,38 @@ def test_flag_mixups(cli, args, message):
 
 def test_debug_env_is_not_left_set_by_default():
     assert os.environ.get("DEPLOYKIT_DEBUG") in (None, "", "0")
+
+
+def test_readme_example_ships_and_exports(cli, tmp_path, monkeypatch):
+    """The README's example: the model file and config in examples/, from another working directory."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    monkeypatch.chdir(tmp_path)
+    result = cli("export", "--config", str(examples / "tiny_detector.yaml"), "--precision", "fp32", "--out", "repo",
+                 "--json")
+    assert result.exit_code == 0, result.stderr
+    status = result.json()
+    assert status["passed"] and [c["block"] for c in status["conversion"]["replaced"]] == ["cbam"]
+    graph = onnx.load(str(tmp_path / "repo" / "tinydetector" / "1" / "model.onnx"))
+    assert [o.name for o in graph.graph.output] == ["scores", "boxes"]
+
+
+def test_validate_says_when_the_reference_weights_are_not_the_exported_ones(cli, tmp_path, model_file):
+    trained = _torch_model(model_file, width=4)
+    ckpt = tmp_path / "w.pth"
+    torch.save(trained.state_dict(), ckpt)
+    out = tmp_path / "repo"
+    result = cli("export", "--module", f"{model_file}:ImageMaskIds", "--args", '{"width": 4}', "--weights", str(ckpt),
+                 "--input", "image:1x3x8x8", "--input", "mask:1x1x8x8", "--input", "ids:1x2:int64",
+                 "--precision", "fp32", "--name", "w", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    onnx_path = str(out / "w" / "1" / "model.onnx")
+    good = cli("validate", onnx_path, "--json", "--trt", "none")
+    assert good.exit_code == 0, good.stdout
+    torch.nn.init.constant_(trained.head.weight, 0.5)
+    torch.save(trained.state_dict(), ckpt)   # the checkpoint changes after the export
+    changed = cli("validate", onnx_path, "--json", "--trt", "none")
+    checks = {c["name"]: c for c in changed.json()["checks"]}
+    assert changed.exit_code == 1 and not checks["reference_weights"]["passed"]
+    assert "changed since the export" in checks["reference_weights"]["detail"]
