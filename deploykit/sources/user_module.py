@@ -46,11 +46,11 @@ def from_module(config, model, *, label: str, rebuild: dict | None = None, input
     if kind != "program":   # a saved program's module is in the mode it was saved in and refuses eval()
         model.eval()
     example = example_inputs(inputs)
-    output_names = probe_outputs(model, example, config.output_name, [t.name for t in inputs])
+    output_names, probed = probe_outputs(model, example, config.output_name, [t.name for t in inputs])
     reference = flat_outputs(model, len(inputs))
     exported, conversion = reference, None
     if kind == "module" and config.rewrite and config.source.variant == "safe":
-        exported, conversion = rewrite(model, reference, example, config)
+        exported, conversion = rewrite(model, probed, example, config)
     rebuild = {**(rebuild or {"kind": "live", "class": f"{type(model).__module__}.{type(model).__qualname__}"}),
                "weights": {k: weights.get(k) for k in ("path", "sha256")} if weights.get("path") else None,
                "seed": config.seed, "rewrite": config.rewrite}
@@ -87,8 +87,9 @@ def example_inputs(inputs: list[TensorInput]) -> tuple:
     return tuple(torch.from_numpy(feed[t.name]) for t in inputs)
 
 
-def probe_outputs(model, example: tuple, single_name: str, input_names: list[str]) -> list[str]:
-    """Run the model once on the example: its output names, or a clear error when it rejects the inputs."""
+def probe_outputs(model, example: tuple, single_name: str, input_names: list[str]) -> tuple[list[str], list]:
+    """Run the model once on the example: its output names and flat outputs, or a clear error when it rejects
+    the inputs."""
     import torch
 
     from deploykit.sources.outputs import flatten
@@ -102,7 +103,8 @@ def probe_outputs(model, example: tuple, single_name: str, input_names: list[str
                            for n, x in zip(input_names, example))
         raise user_failure(f"the model on the declared inputs ({shapes})", exc,
                            hint="check --input names, shapes and dtypes against forward") from None
-    names = [n for n, _ in flatten(out, single_name)]
+    flat = flatten(out, single_name)
+    names = [n for n, _ in flat]
     clash = sorted(set(names) & set(input_names))
     if clash:
         raise UserInputError(f"output name(s) {clash} are also input names",
@@ -110,12 +112,12 @@ def probe_outputs(model, example: tuple, single_name: str, input_names: list[str
     if len(set(names)) != len(names):
         raise UserInputError(f"the model's outputs flatten to repeated names {names}",
                              hint="return a dict with distinct keys")
-    return names
+    return names, [t for _, t in flat]
 
 
-def rewrite(model, reference, example: tuple, config):
-    """The export-safe twin of `model` (flat outputs) and the conversion report; the model itself where the
-    rewritten one does not reproduce it."""
+def rewrite(model, before: list, example: tuple, config):
+    """The export-safe twin of `model` (flat outputs) and the conversion report; the model itself (flat outputs)
+    where the rewritten one does not reproduce `before`, its outputs on `example`."""
     import torch
 
     from deploykit.networks.convert import make_export_safe
@@ -124,13 +126,14 @@ def rewrite(model, reference, example: tuple, config):
     safe, report = make_export_safe(model, None, seed=config.seed)
     info = report.as_dict()
     info["summary"] = report.summary()
+    reference = flat_outputs(model, len(example))
     if not report.replaced:
         info["used"] = False
         info["why"] = "nothing was swapped"
         return reference, info
     twin = flat_outputs(safe, len(example))
     with torch.inference_mode():
-        before, after = reference(*example), twin(*example)
+        after = twin(*example)
     worst = max((float((a.double() - b.double()).abs().max()) if a.numel() else 0.0)
                 for a, b in zip(before, after))
     scale = max(float(b.double().abs().max()) if b.numel() else 0.0 for b in before)
