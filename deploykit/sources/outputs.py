@@ -20,7 +20,7 @@ def flatten(value, single_name: str = "output", prefix: str = "") -> list[tuple[
     if isinstance(value, dict):
         bad = [k for k in value if not isinstance(k, str)]
         if bad:
-            raise UserInputError(f"the model returns a dict with non-string keys ({', '.join(map(repr, bad[:3]))})",
+            raise UserInputError(f"the model returns a dict with non-string keys: {', '.join(map(repr, bad[:3]))}",
                                  hint="return a dict with string keys: they become the output names")
         items = list(value.items())
     elif isinstance(value, (tuple, list)):

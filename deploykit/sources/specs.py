@@ -169,7 +169,7 @@ def parse_dynamic_flag(value: str, inputs: dict[str, InputFlag]) -> None:
     hint = "e.g. --dynamic images:0,2,3 or --dynamic images:0=1:4:16,2=320:640:1280"
     if name not in inputs:
         known = ", ".join(inputs) or "none"
-        raise UserInputError(f"--dynamic {value!r} names input {name!r}, which no --input declares (declared: {known})",
+        raise UserInputError(f"--dynamic {value!r} names input {name!r}, which no --input declares; declared: {known}",
                              hint="declare it with --input first")
     spec = inputs[name]
     for part in filter(None, axes.split(",")):
