@@ -62,6 +62,7 @@ class ValidateOptions:
     fp16: bool = True
     run: bool = True
     max_input_mb: float = DEFAULT_MAX_INPUT_MB
+    source: dict | None = None   # --module/--args/--weights: replace the reference config's source fields
 
 
 def load_model(path: Path):
@@ -287,6 +288,24 @@ def _is_fp16(model) -> bool:
 
 
 def _reference_config(manifest, opts: ValidateOptions, model):
+    config = _reference_config_of(manifest, opts, model)
+    if opts.source is None:
+        return config
+    from deploykit.export.config import parse_config
+
+    if config is None or config.source.registry and "module" in opts.source:
+        raise UserInputError("--module/--args/--weights need the named inputs of a user model's sidecar "
+                             "(deploykit.json) or of --config", hint="validate the model inside its repository, "
+                             "or pass --config FILE with source.module and inputs")
+    data = config.model_dump(mode="json")
+    if "module" in opts.source:
+        for key in ("block", "network", "module", "program"):
+            data["source"].pop(key, None)
+    data["source"].update(opts.source)
+    return parse_config(data, f"{config.origin} with --module/--args/--weights")
+
+
+def _reference_config_of(manifest, opts: ValidateOptions, model):
     from deploykit.export.config import default_config, load_config, parse_config
 
     if opts.config_path is not None:

@@ -242,3 +242,30 @@ def test_validate_says_when_the_reference_weights_are_not_the_exported_ones(cli,
     checks = {c["name"]: c for c in changed.json()["checks"]}
     assert changed.exit_code == 1 and not checks["reference_weights"]["passed"]
     assert "changed since the export" in checks["reference_weights"]["detail"]
+
+
+def test_validate_rebuilds_the_reference_from_a_moved_model_file(cli, tmp_path, model_file):
+    """A copied repository whose model file moved: validate takes --module/--args/--weights for the reference."""
+    trained = _torch_model(model_file, width=4)
+    ckpt = tmp_path / "w.pth"
+    torch.save(trained.state_dict(), ckpt)
+    out = tmp_path / "repo"
+    result = cli("export", "--module", f"{model_file}:ImageMaskIds", "--args", '{"width": 4}', "--weights", str(ckpt),
+                 "--input", "image:1x3x8x8", "--input", "mask:1x1x8x8", "--input", "ids:1x2:int64",
+                 "--precision", "fp32", "--name", "moved", "--out", str(out))
+    assert result.exit_code == 0, result.stderr
+    moved = tmp_path / "elsewhere" / "net_v2.py"
+    moved.parent.mkdir()
+    model_file.rename(moved)
+    onnx_path = str(out / "moved" / "1" / "model.onnx")
+    gone = cli("validate", onnx_path, "--trt", "none")
+    assert gone.exit_code == 2 and "does not exist" in gone.stderr
+    found = cli("validate", onnx_path, "--json", "--trt", "none", "--module", f"{moved}:ImageMaskIds",
+                "--args", '{"width": 4}', "--weights", str(ckpt))
+    report = found.json()
+    assert found.exit_code == 0 and report["passed"], [c for c in report["checks"] if not c["passed"]]
+    assert any(c["name"].startswith("parity[") and c["passed"] for c in report["checks"])
+    # The same file with other arguments is another model: parity fails (keys no longer fit: unusable, exit 2).
+    wrong = cli("validate", onnx_path, "--trt", "none", "--module", f"{moved}:ImageMaskIds", "--args", '{"width": 8}',
+                "--weights", str(ckpt))
+    assert wrong.exit_code == 2 and "checkpoint" in wrong.stderr
