@@ -269,3 +269,19 @@ def test_validate_rebuilds_the_reference_from_a_moved_model_file(cli, tmp_path, 
     wrong = cli("validate", onnx_path, "--trt", "none", "--module", f"{moved}:ImageMaskIds", "--args", '{"width": 8}',
                 "--weights", str(ckpt))
     assert wrong.exit_code == 2 and "checkpoint" in wrong.stderr
+
+
+def test_bench_runs_a_single_input_user_model_from_its_sidecar(cli, tmp_path):
+    """bench sizes a user model from its sidecar (no `input:` block) and checks its outputs against PyTorch."""
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    result = cli("export", "--config", str(examples / "tiny_detector.yaml"), "--precision", "fp32",
+                 "--out", str(tmp_path / "repo"))
+    assert result.exit_code == 0, result.stderr
+    bench = cli("bench", str(tmp_path / "repo" / "tinydetector" / "1" / "model.onnx"), "--batch", "1", "--iters", "2",
+                "--warmup", "1", "--json")
+    assert bench.exit_code == 0, bench.stderr
+    ort = [r for r in bench.json()["rows"] if r["status"] == "ok" and "onnx" in r["backend"].lower() + r["label"].lower()
+           or r["label"].startswith("ORT")]
+    assert ort and all(r["outputs_checked"] and r["max_abs_err"] < 1e-4 for r in ort)
