@@ -48,11 +48,12 @@ def time_backends(name: str, onnx_path: Path, batches, warmup: int, iters: int, 
     import torch
 
     from deploykit.backends.ort import OrtRunner
-    from deploykit.networks import build_network_modules, default_config
+    from deploykit.networks import default_config
+    from deploykit.sources import build_source
 
     torch.set_num_threads(threads)
     config = default_config(name)
-    mods = build_network_modules(config)
+    mods = build_source(config)
     h, w = config.input.height.opt, config.input.width.opt
     out: dict = {"ms": {}, "max_abs": {}}
     with OrtRunner(onnx_path, threads=threads) as ort, torch.inference_mode():

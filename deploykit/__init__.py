@@ -13,4 +13,8 @@ def __getattr__(name):
         from deploykit.networks.convert import make_export_safe
 
         return make_export_safe
+    if name == "export":   # the export package, callable as deploykit.export(model, inputs=...)
+        import importlib
+
+        return importlib.import_module("deploykit.export")
     raise AttributeError(f"module 'deploykit' has no attribute {name!r}")

@@ -214,10 +214,13 @@ def from_onnx(path: str | Path, size: tuple[int, int] | None = None, batches=())
     c, h, w = dims[1], dims[2], dims[3]
     if size is not None:
         h, w = size
-    elif config is not None:
+    elif config is not None and config.input is not None:
         h = h or config.input.height.opt
         w = w or config.input.width.opt
-    c = c or (config.input.channels if config is not None else None)
+    elif config is not None:   # a user model: its one input's export (opt) size
+        opt = [d.opt for d in mods.inputs[0].dims]
+        h, w = h or opt[2], w or opt[3]
+    c = c or (config.input.channels if config is not None and config.input is not None else None)
     if not (c and h and w):
         raise UserInputError(f"'{path}': input dims {dims} are symbolic and nothing says how to size them",
                              hint="pass --size HxW (channels must be static), or bench a deploykit export")

@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 
 from deploykit.errors import UserInputError
 
-NESTED_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "net", "params")
+NESTED_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "ema", "net", "params")
 Converter = Callable[[dict], "dict | None"]
 
 

@@ -53,8 +53,12 @@ _MODES = ("elementwise", "max", "mean", "quantile")
               help="Print one JSON object with `passed`, `counts`, `summary` and `checks`.")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE.md",
               help="Also write the report as Markdown.")
+@click.option("--module", "module", help="Your model's reference, PKG.MOD:CALLABLE or file.py:CALLABLE (runs your "
+                                       "code), replacing the sidecar's (or --config's) source.")
+@click.option("--args", "module_args", help="--module's keyword arguments: JSON, YAML or @file.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint for the reference (--module or the sidecar's).")
 def validate(path, block, config_path, model_name, inputs, profiles, atol, rtol, check_mode, quantile, trt_target,
-             backend, no_fp16, no_run, max_input_mb, seed, as_json, report_path):
+             backend, no_fp16, no_run, max_input_mb, seed, as_json, report_path, module, module_args, weights):
     """Check an ONNX model: structure, TensorRT readiness (no TensorRT needed), ONNX Runtime at several shapes,
     parity with the PyTorch reference, fp16 readiness. Exit 0 pass, 1 fail, 2 unusable input."""
     from pathlib import Path
@@ -75,6 +79,7 @@ def validate(path, block, config_path, model_name, inputs, profiles, atol, rtol,
         block=block, config_path=config_path, model_name=model_name, seed=seed, inputs=tuple(inputs),
         profiles=tuple(profiles), atol=tuple(atol), rtol=tuple(rtol), check_mode=check_mode, quantile=quantile,
         trt=trt_target, backend=backend, fp16=not no_fp16, run=not no_run, max_input_mb=max_input_mb,
+        source=_source_flags(module, module_args, weights),
     )
     recover_around(path)   # a kill during an export into this model's repository is undone or finished first
     report = run_validate(Path(path), options=options)
@@ -127,3 +132,22 @@ def _write_report(report, path) -> None:
     except OSError as exc:
         raise UserInputError(f"cannot write the report to '{path}': {exc.strerror or exc}",
                              hint="pass a writable --report path") from None
+
+
+def _source_flags(module, module_args, weights) -> dict | None:
+    """--module/--args/--weights as source fields (absolute paths), or None when none is given."""
+    if not (module or module_args or weights):
+        return None
+    from pathlib import Path
+
+    from deploykit.commands.export import parse_args_flag
+
+    out = {}
+    if module:
+        target, _, name = module.rpartition(":")
+        out["module"] = f"{Path(target).resolve()}:{name}" if target.endswith(".py") else module
+    if module_args is not None:
+        out["args"] = parse_args_flag(module_args)
+    if weights:
+        out["weights"] = str(Path(weights).resolve())
+    return out

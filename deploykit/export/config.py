@@ -80,19 +80,34 @@ class BatchRange(_Strict):
 
 
 class Source(_Strict):
-    """What to build: a registered block (or, later, a network), its constructor overrides and weights."""
+    """What to build: a registered block or network, the user's own module (`PKG.MOD:CALLABLE` or
+    `file.py:CALLABLE`, which runs the user's code) or a saved torch.export program (.pt2); constructor
+    arguments and weights."""
 
     block: str | None = None
     network: str | None = None
+    module: str | None = Field(default=None, min_length=1)
+    program: str | None = Field(default=None, min_length=1)
     variant: Literal["reference", "safe"] = "safe"
     args: dict = Field(default_factory=dict)
     weights: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self):
-        if (self.block is None) == (self.network is None):
-            raise ValueError("set exactly one of 'block' or 'network'")
+        given = [k for k in ("block", "network", "module", "program") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("set exactly one of 'block', 'network', 'module' or 'program'")
+        if self.program is not None and (self.args or self.weights):
+            raise ValueError("a saved program carries its weights and arguments; drop 'args' and 'weights'")
         return self
+
+    @property
+    def registry(self) -> bool:
+        return self.block is not None or self.network is not None
+
+    @property
+    def label(self) -> str:
+        return self.block or self.network or self.module or self.program
 
 
 class InputSpec(_Strict):
@@ -101,6 +116,22 @@ class InputSpec(_Strict):
     batch: BatchRange = Field(default_factory=BatchRange)
     height: Range
     width: Range
+
+
+class NamedInput(_Strict):
+    """One input of a user model: each dimension a size or a {min, opt, max} range."""
+
+    name: str = Field(min_length=1)
+    dtype: Literal["float32", "float16", "int64", "int32", "bool"] = "float32"
+    shape: list[Annotated[int, Field(strict=True, gt=0)] | Range] = Field(min_length=1)
+    low: Int = 0      # integer inputs: seeded values in [low, high)
+    high: Int = 2
+
+    @model_validator(mode="after")
+    def _value_range(self):
+        if self.high <= self.low:
+            raise ValueError(f"high ({self.high}) must exceed low ({self.low})")
+        return self
 
 
 class ToleranceSpec(_Strict):
@@ -116,11 +147,15 @@ def _default_tolerances() -> dict[str, ToleranceSpec]:
 class ExportConfig(_Strict):
     name: str | None = Field(default=None, min_length=1)
     source: Source
-    input: InputSpec
+    input: InputSpec | None = None                 # registry blocks and networks: one NCHW image input
+    inputs: list[NamedInput] | None = None         # user modules: any number of named inputs
     output_name: str = Field(default="output", min_length=1)
+    rewrite: bool = True                           # user modules: swap recognised blocks for export-safe twins
     opset: Int = Field(default=18, ge=13, le=23)
     precisions: list[Literal[PRECISIONS]] = Field(default_factory=lambda: ["fp32"])
     tolerances: dict[Literal["fp32", "fp16"], ToleranceSpec] = Field(default_factory=_default_tolerances)
+    # Per output name, tolerances that replace `tolerances` for that output (e.g. logits vs. box coordinates).
+    output_tolerances: dict[str, dict[Literal["fp32", "fp16"], ToleranceSpec]] = Field(default_factory=dict)
     simplify: bool = True
     exporters: list[Literal["dynamo", "torchscript"]] = Field(default_factory=lambda: ["dynamo", "torchscript"])
     seed: Int = Field(default=0, ge=0, le=SEED_MAX)
@@ -146,6 +181,19 @@ class ExportConfig(_Strict):
             raise ValueError("precisions is empty; list at least one of fp32, fp16")
         if not self.exporters:
             raise ValueError("exporters is empty; list dynamo and/or torchscript")
+        if self.source.registry:
+            if self.input is None:
+                raise ValueError("input: required field is missing; add it")
+            if self.inputs is not None:
+                raise ValueError("inputs: registry blocks and networks take one image input; use 'input'")
+        else:
+            if self.input is not None:
+                raise ValueError("input: a user model lists its inputs under 'inputs' (name, dtype, shape)")
+            if self.source.module is not None and not self.inputs:
+                raise ValueError("inputs: required for a module source; list each input's name, dtype and shape")
+            names = [i.name for i in self.inputs or ()]
+            if len(set(names)) != len(names):
+                raise ValueError(f"inputs: names must be unique, got {names}")
         for p in self.precisions:
             if p not in self.tolerances and p in ("fp32", "fp16"):  # bf16/int8 are gated by deploykit.precisions
                 self.tolerances[p] = _default_tolerances()[p]
@@ -153,14 +201,24 @@ class ExportConfig(_Strict):
 
     @property
     def model_name(self) -> str:
-        return self.name or (self.source.block or self.source.network)
+        return self.name or _default_name(self.source)
 
     @property
     def dynamic_hw(self) -> bool:
-        return self.input.height.dynamic or self.input.width.dynamic
+        return self.input is not None and (self.input.height.dynamic or self.input.width.dynamic)
 
     def sha256(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _default_name(source: Source) -> str:
+    """The model name when the config gives none: the registry name, or the user's callable / program file."""
+    import re
+
+    if source.registry:
+        return source.block or source.network
+    text = source.module.rpartition(":")[2] if source.module else Path(source.program).stem
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).strip("._-").lower() or "model"
 
 
 # Errors whose message is clearer with the value the file gave.
@@ -263,7 +321,20 @@ def load_config(path: str | Path) -> ExportConfig:
         raise UserInputError(f"{path}: malformed YAML{where}: {problem}", hint="fix the YAML syntax") from None
     except UnicodeDecodeError:
         raise UserInputError(f"{path}: not a UTF-8 text file", hint="pass a YAML export config") from None
-    return parse_config(data, str(path))
+    config = parse_config(data, str(path))
+    _resolve_paths(config, path.parent)
+    return config
+
+
+def _resolve_paths(config: ExportConfig, base: Path) -> None:
+    """Relative paths in a config file are relative to the file, not to the current directory."""
+    src = config.source
+    if src.module and ".py:" in src.module and not Path(src.module.rpartition(":")[0]).is_absolute():
+        src.module = str((base / src.module).resolve())
+    for key in ("weights", "program"):
+        value = getattr(src, key)
+        if value and not Path(value).is_absolute():
+            setattr(src, key, str((base / value).resolve()))
 
 
 def find_config_dir(start: Path | None = None) -> Path | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 EXPORTERS = ("dynamo", "torchscript")
 
-# {input_name: {axis: (dim_name, min, max)}}
+# {input_name: {axis: (dim_name or None, min, max)}}
 DynamicAxes = dict[str, dict[int, tuple[str, int, int]]]
 
 
@@ -45,6 +45,11 @@ class ExportOutcome:
         return self.path is not None
 
 
+def _dim(torch, name: str | None, lo: int, hi: int):
+    """A named Dim; unnamed (None) lets torch.export find which dims are equal (an image and its mask)."""
+    return torch.export.Dim(name, min=lo, max=hi) if name else torch.export.Dim.DYNAMIC(min=lo, max=hi)
+
+
 def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: str, input_names: list[str],
                 output_names: list[str], dynamic_axes: DynamicAxes, opset: int = 18) -> str:
     """Export `module` with one exporter; returns the captured exporter log. Raises on failure."""
@@ -64,7 +69,7 @@ def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: st
         if exporter == "dynamo":
             # Positional, so the forward's argument names need not match the ONNX input names.
             dims = tuple(
-                {axis: torch.export.Dim(dim_name, min=lo, max=hi) for axis, (dim_name, lo, hi) in dynamic_axes.get(name, {}).items()} or None
+                {axis: _dim(torch, dim_name, lo, hi) for axis, (dim_name, lo, hi) in dynamic_axes.get(name, {}).items()} or None
                 for name in input_names
             )
             program = torch.onnx.export(
@@ -73,7 +78,8 @@ def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: st
             )
             program.save(str(path), external_data=False)
         elif exporter == "torchscript":
-            axes_ts = {name: {axis: dim_name for axis, (dim_name, _, _) in axes.items()} for name, axes in dynamic_axes.items()}
+            axes_ts = {name: {axis: dim_name or f"{name}_{axis}" for axis, (dim_name, _, _) in axes.items()}
+                       for name, axes in dynamic_axes.items()}
             torch.onnx.export(
                 module, example_inputs, str(path), dynamo=False, input_names=input_names, output_names=output_names,
                 dynamic_axes=axes_ts, opset_version=opset, do_constant_folding=True,

@@ -46,6 +46,7 @@ def convert_to_fp16(model, *, keep_io_types: bool = True, fp32_ops=DEFAULT_FP32_
     model = onnx.ModelProto.FromString(model.SerializeToString())
     declared = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
     _name_nodes(model)
+    _outputs_not_read_inside(model)
     _explicit_constant_of_shape_values(model)
     _drop_initializer_value_info(model)
     if fp32_nodes:
@@ -60,6 +61,24 @@ def convert_to_fp16(model, *, keep_io_types: bool = True, fp32_ops=DEFAULT_FP32_
         _restore_output_types(half, declared)
     _skip_fp16_round_trips(half)
     return half
+
+
+def _outputs_not_read_inside(model) -> None:
+    """A graph output that nodes also read (a detector's `features` feeding its heads) gets an Identity of its own.
+
+    With fp32 I/O the converter casts the output back to fp32 under the output's name, and the nodes reading that
+    name would get the fp32 copy beside fp16 weights (an invalid graph); they now read the fp16 tensor instead.
+    """
+    import onnx
+
+    outputs = {o.name for o in model.graph.output}
+    read = {i for n in model.graph.node for i in n.input} & outputs
+    for name in sorted(read):
+        inner = f"{name}__deploykit_inner"
+        for node in model.graph.node:
+            node.output[:] = [inner if o == name else o for o in node.output]
+            node.input[:] = [inner if i == name else i for i in node.input]
+        model.graph.node.append(onnx.helper.make_node("Identity", [inner], [name], name=f"{name}__deploykit_output"))
 
 
 def _name_nodes(model) -> None:

@@ -97,19 +97,21 @@ def torch_outputs(module, x: np.ndarray, output_names: list[str]) -> dict[str, n
     return {name: o.float().numpy() for name, o in zip(output_names, outs)}
 
 
-def require_finite(module, x: np.ndarray, outputs: dict[str, np.ndarray]) -> None:
-    """NaN or Inf in PyTorch's outputs fails the verification (CheckFailed naming where they start): NaN
-    would compare equal to NaN, so a broken model would otherwise "pass"."""
-    bad = [name for name, o in outputs.items() if not np.isfinite(o).all()]
+def require_finite(module, args: tuple[np.ndarray, ...], outputs: dict[str, np.ndarray]) -> None:
+    """NaN or Inf in PyTorch's outputs on the inputs `args` fails the verification (CheckFailed naming where
+    they start): NaN would compare equal to NaN, so a broken model would otherwise "pass"."""
+    bad = [name for name, o in outputs.items()
+           if np.issubdtype(o.dtype, np.inexact) and not np.isfinite(o).all()]
     if bad:
         from deploykit.errors import CheckFailed
 
-        raise CheckFailed(f"PyTorch's output '{bad[0]}' holds NaN or Inf at input shape {list(x.shape)}; "
-                          f"{first_non_finite(module, x)}, so nothing can be verified and nothing was written",
+        shapes = " + ".join(str(list(a.shape)) for a in args)
+        raise CheckFailed(f"PyTorch's output '{bad[0]}' holds NaN or Inf at input shape {shapes}; "
+                          f"{first_non_finite(module, args)}, so nothing can be verified and nothing was written",
                           hint="fix the weights or the inputs, or pass --allow-non-finite to export it anyway")
 
 
-def first_non_finite(module, x: np.ndarray) -> str:
+def first_non_finite(module, args: tuple[np.ndarray, ...]) -> str:
     """Where non-finite values start: the first weight or buffer holding one, else the first submodule (in
     execution order) whose output holds one."""
     import torch
@@ -131,7 +133,7 @@ def first_non_finite(module, x: np.ndarray) -> str:
     handles = [m.register_forward_hook(hook(n)) for n, m in module.named_modules() if n]
     try:
         with torch.inference_mode():
-            module(torch.from_numpy(x))
+            module(*(torch.from_numpy(a) for a in args))
     finally:
         for h in handles:
             h.remove()
@@ -146,7 +148,7 @@ def check_parity(label: str, runner, input_name: str, expected_by_shape: dict, t
     report = ParityReport(label, tol)
     for shape, x in inputs_by_shape.items():
         try:
-            actual = runner.infer({input_name: x})
+            actual = runner.infer(x if isinstance(x, dict) else {input_name: x})   # a feed, or one input
         except Exception as exc:  # noqa: BLE001 - a runtime that rejects a verification shape fails parity
             actual = {}
             reason = f"{runner.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"

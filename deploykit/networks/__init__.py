@@ -7,7 +7,6 @@ Public API:
     load_checkpoint(model, path_or_state)     -> loads an authors' checkpoint (nested dicts, `module.` prefixes)
     count_parameters(model)                   -> parameters counted as the papers count them
     default_config(name)                      -> ExportConfig from export_configs/<name>.yaml (or the registry)
-    build_network_modules(config)             -> SourceModules for deploykit.export.pipeline
     make_export_safe(model)                   -> (model, report); see deploykit.networks.convert
 """
 
@@ -76,30 +75,6 @@ def default_config(name: str):
                         f"registry defaults of network '{name}'")
 
 
-def build_network_modules(config):
-    """The exported (safe or reference) network and the reference it is verified against, same weights."""
-    from deploykit.errors import UserInputError
-    from deploykit.export.source import SourceModules, weights_and_twin
-
-    src, inp = config.source, config.input
-    net = spec(src.network)
-    if inp.channels not in (None, 3):
-        raise UserInputError(f"{config.origin}: input.channels is {inp.channels} but network '{src.network}' takes "
-                             "RGB images", hint="set input.channels to 3")
-    if net.fixed_input_size and (inp.height.dynamic or inp.width.dynamic
-                                 or (inp.height.opt, inp.width.opt) != net.input_size):
-        h, w = net.input_size
-        raise UserInputError(f"{config.origin}: network '{src.network}' only accepts {h}x{w} inputs: its local "
-                             "branch crops at fixed sizes", hint=f"use --size {h}x{w} without --dynamic-hw")
-    try:
-        reference = create(src.network, "reference", **src.args)
-    except UserInputError as exc:
-        raise UserInputError(f"{config.origin}: {exc.message}", hint=exc.hint) from None
-    exported, weights = weights_and_twin(reference, lambda: create(src.network, "safe", **src.args), config,
-                                         load_checkpoint=load_checkpoint)
-    return SourceModules(exported, reference, 3, weights)
-
-
 def make_export_safe(model, example_inputs=None, **kwargs):
     """See deploykit.networks.convert.make_export_safe."""
     from deploykit.networks.convert import make_export_safe as _convert
@@ -107,5 +82,5 @@ def make_export_safe(model, example_inputs=None, **kwargs):
     return _convert(model, example_inputs, **kwargs)
 
 
-__all__ = ["NETWORKS", "NetworkSpec", "VARIANTS", "build_network_modules", "count_parameters", "create",
+__all__ = ["NETWORKS", "NetworkSpec", "VARIANTS", "count_parameters", "create",
            "default_config", "load_checkpoint", "make_export_safe", "names", "spec"]

@@ -64,6 +64,7 @@ class ValidateOptions:
     fp16: bool = True
     run: bool = True
     max_input_mb: float = DEFAULT_MAX_INPUT_MB
+    source: dict | None = None   # --module/--args/--weights: replace the reference config's source fields
 
 
 def load_model(path: Path):
@@ -235,7 +236,8 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
             source = "--inputs"
         else:
             # Explicit --profile flags choose the shapes; otherwise the reference config's ranges do.
-            use_config = config if (config is not None and len(inputs) == 1 and not opts.profiles) else None
+            use_config = config if (config is not None and config.source.registry and len(inputs) == 1
+                                    and not opts.profiles) else None
             channels = None
             if use_config is not None:
                 dims = inputs[0].dims or ()
@@ -243,7 +245,13 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
                 channels = use_config.input.channels or graph_channels
                 if channels is None:
                     use_config = None
-            plan = plan_shapes(inputs, config=use_config, channels=channels, profiles=profiles)
+            points = ((manifest or {}).get("verification") or {}).get("points")
+            if points and not opts.profiles and use_config is None:   # a user model: the points its export proved
+                from deploykit.validate.inputs import ShapePlan
+
+                plan = ShapePlan([{n: tuple(s) for n, s in p.items()} for p in points], "the export's verification points")
+            else:
+                plan = plan_shapes(inputs, config=use_config, channels=channels, profiles=profiles)
             check_memory(inputs, plan, opts.max_input_mb)
             feeds = make_feeds(inputs, plan, opts.seed)
             source = plan.source
@@ -278,7 +286,7 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
                    "given, so the outputs were not compared with PyTorch", severity="info", category="numerics",
                    skipped=True,
                    fix="pass --block NAME (or --config FILE) to compare with the PyTorch reference")
-    elif len(inputs) != 1:
+    elif len(inputs) != 1 and config.source.registry:
         report.add("parity", False, "PyTorch parity supports single-input models", category="numerics")
     elif importlib.util.find_spec("torch") is None:  # only a manifest names the reference: explicit flags need torch
         report.add("parity", False, "skipped: torch is not installed, so the manifest's PyTorch reference cannot run",
@@ -286,8 +294,9 @@ def _numerics(report, path, model, info, inputs, manifest, config, profiles, opt
                    fix="pip install 'deploykit[export]' to compare with the PyTorch reference")
     else:
         src = config.source
-        report.summary["reference"] = (f"PyTorch {src.block or src.network} ({src.variant} export, reference "
+        report.summary["reference"] = (f"PyTorch {src.label} ({src.variant} export, reference "
                                        f"semantics), weights: {src.weights or f'seeded (seed {config.seed})'}")
+        _check_reference_weights(report, src, manifest)
         expected, outputs_check = numerics.reference_outputs(config, feeds, output_names)
         report.checks.append(outputs_check)
         if precision in ("bf16", "int8", "int8_trt") and not (opts.atol or opts.rtol):
@@ -344,6 +353,30 @@ def _drop_empty(report, feeds):
     return kept
 
 
+def _check_reference_weights(report, src, manifest) -> None:
+    """Say so when the reference cannot carry the exported weights (parity would fail for that reason alone,
+    and looser tolerances are not the fix)."""
+    from pathlib import Path
+
+    exported = (((manifest or {}).get("source") or {}).get("weights_report") or {})
+    if not exported.get("path"):
+        return
+    if not src.weights:
+        report.add("reference_weights", False, f"the model was exported with the weights {exported['path']} "
+                   f"(sha256 {str(exported.get('sha256'))[:12]}) but this reference has seeded random weights: the "
+                   "outputs cannot agree, whatever the tolerance", category="numerics",
+                   fix="compare with the sidecar's reference (drop --block/--model) or give the checkpoint "
+                       "(--config with source.weights)")
+    elif exported.get("sha256") and Path(src.weights).is_file():
+        from deploykit.repository import sha256_file
+
+        if sha256_file(src.weights) != exported["sha256"]:
+            report.add("reference_weights", False, f"the checkpoint {src.weights} changed since the export (sha256 "
+                       f"{sha256_file(src.weights)[:12]}, exported {exported['sha256'][:12]}): the reference is not "
+                       "the exported model", category="numerics",
+                       fix="restore the exported checkpoint, or export again from this one")
+
+
 def _is_fp16(model) -> bool:
     import onnx
 
@@ -351,6 +384,24 @@ def _is_fp16(model) -> bool:
 
 
 def _reference_config(manifest, opts: ValidateOptions, model):
+    config = _reference_config_of(manifest, opts, model)
+    if opts.source is None:
+        return config
+    from deploykit.export.config import parse_config
+
+    if config is None or config.source.registry and "module" in opts.source:
+        raise UserInputError("--module/--args/--weights need the named inputs of a user model's sidecar "
+                             "(deploykit.json) or of --config", hint="validate the model inside its repository, "
+                             "or pass --config FILE with source.module and inputs")
+    data = config.model_dump(mode="json")
+    if "module" in opts.source:
+        for key in ("block", "network", "module", "program"):
+            data["source"].pop(key, None)
+    data["source"].update(opts.source)
+    return parse_config(data, f"{config.origin} with --module/--args/--weights")
+
+
+def _reference_config_of(manifest, opts: ValidateOptions, model):
     from deploykit.export.config import default_config, load_config, parse_config
 
     if opts.config_path is not None:

@@ -203,8 +203,11 @@ def reference_outputs(config, feeds, output_names: list[str]) -> tuple[dict[str,
     mods = build_modules(config)
     expected, unmatched_onnx, unmatched_ref, how = {}, [], [], ""
     for feed in feeds:
+        # A user model's inputs by name, in forward's order; a registry block's one image.
+        names = [n for n in mods.input_names if n in feed.arrays]
+        arrays = [feed.arrays[n] for n in names] if len(names) == len(mods.input_names) else [next(iter(feed.arrays.values()))]
         with torch.inference_mode():
-            out = mods.reference(torch.from_numpy(next(iter(feed.arrays.values()))))
+            out = mods.reference(*(torch.from_numpy(a) for a in arrays))
         matched, no_ref, no_onnx, how = match_outputs(_to_numpy(out), output_names)
         expected[feed.name] = matched
         unmatched_onnx += [n for n in no_ref if n not in unmatched_onnx]

@@ -15,7 +15,7 @@ import onnx
 import pytest
 
 from deploykit import repository_journal
-from deploykit.export import pipeline
+from deploykit.export import pipeline, stages
 from deploykit.export.config import find_config_dir, load_config
 from deploykit.repository import sha256_file
 from tests.conftest import SMALL
@@ -434,7 +434,7 @@ def test_fp16_keep_list_keeps_overflowing_tensors_in_fp32(tmp_path):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])], [big])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     x = np.random.default_rng(0).standard_normal((2, 8)).astype(np.float32) * 3
-    keep = pipeline._fp16_keep_nodes(model, tmp_path, "x", x)
+    keep = stages._fp16_keep_nodes(model, tmp_path, {"x": x})
     assert {"scale_up", "relu"} <= set(keep)
 
     def declared_types(m, op_type):

@@ -15,6 +15,7 @@ from deploykit.backends.ort import OrtRunner
 from deploykit.export.config import parse_config
 from deploykit.export.pipeline import run_export
 from deploykit.onnx_utils.graph import count_shape_nodes
+from deploykit.sources import build_source
 from tests.networks.small import SMALL_ARGS, small_size
 
 # The largest graphs (HA-CNN's twelve transformer crops, EPSANet's four-branch PSA, SMT-S/B) take longest.
@@ -49,7 +50,7 @@ def test_network_exports_with_parity_and_no_shape_computation(name, tmp_path):
         assert manifest["source"]["network"] == name
 
     # A batch size the pipeline did not verify (it checks 1, 2 and 4), against the same seeded reference.
-    reference = networks.build_network_modules(config).reference
+    reference = build_source(config).reference
     h, w = small_size(name)
     x = np.random.default_rng(7).standard_normal((3, 3, h, w)).astype(np.float32)
     with torch.no_grad():
