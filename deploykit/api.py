@@ -39,7 +39,8 @@ def export(model, inputs, *, name: str | None = None, out: str | Path = "models"
     from deploykit.progress import Progress
 
     if not isinstance(model, torch.nn.Module):
-        raise UserInputError(f"deploykit.export takes a torch.nn.Module, got {type(model).__name__}")
+        raise UserInputError(f"deploykit.export takes a torch.nn.Module, got {type(model).__name__}",
+                             hint="pass the model object itself (an nn.Module)")
     specs = _input_specs(inputs, dynamic or {})
     cls = type(model)
     data = {"name": name or cls.__name__.lower(),
@@ -63,7 +64,8 @@ def _input_specs(inputs, dynamic: dict) -> list[dict]:
     elif isinstance(inputs, (tuple, list)):
         inputs = {f"input_{i}": x for i, x in enumerate(inputs)}
     if not isinstance(inputs, dict) or not inputs:
-        raise UserInputError("inputs must be a tensor, a sequence of tensors or a dict name -> tensor/shape")
+        raise UserInputError("inputs must be a tensor, a sequence of tensors or a dict name -> tensor/shape",
+                             hint="e.g. inputs={'images': torch.randn(1, 3, 224, 224)}")
     flags = {}
     for key, value in inputs.items():
         if isinstance(value, torch.Tensor):
@@ -73,7 +75,8 @@ def _input_specs(inputs, dynamic: dict) -> list[dict]:
         elif isinstance(value, (tuple, list)) and all(isinstance(d, int) for d in value):
             flags[key] = InputFlag(key, list(value))
         else:
-            raise UserInputError(f"input {key!r}: {type(value).__name__} is not a tensor, a shape or 'DxD[:dtype]'")
+            raise UserInputError(f"input {key!r}: {type(value).__name__} is not a tensor, a shape or 'DxD[:dtype]'",
+                                 hint="give an example tensor, a tuple of ints or a string like '1x3x224x224:float32'")
     for key, axes in dynamic.items():
         if isinstance(axes, dict):
             text = ",".join(f"{a}={lo}:{opt}:{hi}" for a, (lo, opt, hi) in axes.items())
