@@ -20,7 +20,6 @@ parses it; the OpenAPI schema still documents the JSON form with the models belo
 from __future__ import annotations
 
 import contextlib
-import time
 import zlib
 from typing import Annotated, Any, Literal
 
@@ -34,12 +33,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deploykit import __version__
-from deploykit.errors import UserInputError
+from deploykit.serve.inference import accounted, run_request
 from deploykit.serve.model_config import config_to_dict
 from deploykit.serve.models import Repository
 from deploykit.serve.protocol import (DATATYPES, HEADER_LENGTH, ProtocolError, encode_infer_response, is_decimal,
                                      json_values, parse_infer_request)
-from deploykit.serve.scheduler import QueueFull, SchedulerClosed
 from deploykit.serve.settings import ServeSettings
 
 SERVER_NAME = "deploykit"
@@ -262,10 +260,8 @@ def create_app(repository: Repository, settings: ServeSettings | None = None) ->
 
     # -------------------------------------------------------------------------------- inference
     async def _infer(request: Request, model_name: str, version: str | None, header_length: str | None):
-        started = time.perf_counter_ns()
         mv = repository.get(model_name, version)
-        ok = False
-        try:
+        with accounted(mv) as outcome:
             body = await _read_body(request, settings.max_body_bytes, header_length)
             body = _decode(body, request.headers.get("content-encoding"), settings.max_body_bytes)
             # Decoding and encoding JSON tensors is seconds of Python for a large batch; off the event loop,
@@ -274,17 +270,12 @@ def create_app(repository: Repository, settings: ServeSettings | None = None) ->
                 parsed = await run_in_threadpool(parse_infer_request, body, header_length)
             else:
                 parsed = parse_infer_request(body, header_length)
-            mv.model.check_outputs(parsed)
-            feed, batch = mv.model.check_request(parsed)
-            results = mv.model.pick_outputs(parsed, await _run(mv, feed, batch))
+            results = await run_request(mv, parsed, outcome)
             if json_values(results, parsed) > OFFLOAD_JSON_VALUES:
                 parts, head = await run_in_threadpool(encode_infer_response, model_name, str(mv.version), results,
                                                       parsed)
             else:
                 parts, head = encode_infer_response(model_name, str(mv.version), results, parsed)
-            ok = True
-        finally:
-            mv.stats.record_request(ok, time.perf_counter_ns() - started)
         if head is None:
             return PartsResponse(parts, "application/json")
         return PartsResponse(parts, "application/octet-stream", {HEADER_LENGTH: str(head)})
@@ -325,22 +316,6 @@ class PartsResponse(Response):
 
 def _config_json(mv) -> dict:
     return config_to_dict(mv.model.config) | {"name": mv.model.name}
-
-
-async def _run(mv, feed, batch):
-    """Schedule one validated request; runtime failures become error responses that say what happened."""
-    try:
-        return await mv.scheduler.infer(feed, batch)
-    except QueueFull as exc:
-        raise ProtocolError(f"model '{mv.model.name}' is busy: {exc}; retry later", status=503) from None
-    except SchedulerClosed as exc:
-        raise ProtocolError(str(exc), status=503) from None
-    except UserInputError as exc:  # e.g. a TensorRT engine's optimization profile does not cover the shapes
-        raise ProtocolError(exc.one_line()) from None
-    except Exception as exc:  # noqa: BLE001 - the runtime's own message is the useful part
-        status = 400 if type(exc).__name__ in {"InvalidArgument", "InvalidShape"} else 500
-        message = f"{mv.label} failed to run: {type(exc).__name__}: {str(exc)[:500]}"
-        raise ProtocolError(message, status=status) from None
 
 
 async def _read_body(request: Request, limit: int, header_length: str | None = None):
