@@ -24,6 +24,7 @@ from deploykit.errors import UserInputError, require
 from deploykit.serve.settings import ServeSettings
 
 READY_LINE = "deploykit serve: listening on"
+GRPC_LINE = "deploykit serve: gRPC listening on"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -52,15 +53,37 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def make_server(app, settings: ServeSettings, *, on_ready: Callable[[], None] = lambda: None):
-    """A uvicorn Server that reports readiness and treats SIGTERM like SIGINT (graceful, exit 0)."""
+def make_server(app, settings: ServeSettings, *, on_ready: Callable[[], None] = lambda: None,
+                make_grpc: Callable | None = None, on_grpc: Callable[[int], None] = lambda _port: None):
+    """A uvicorn Server that reports readiness and treats SIGTERM like SIGINT (graceful, exit 0).
+
+    With `make_grpc` (called on the event loop, returning a bound grpc.aio server and its port), the gRPC
+    service runs on the same loop: bound before anything is served (a port in use fails the command),
+    started once the app's lifespan has started the schedulers, and stopped (with the graceful timeout
+    for calls in flight) before they stop.
+    """
     uvicorn = require("uvicorn", extra="serve", purpose="deploykit serve")
 
     class Server(uvicorn.Server):
+        grpc_server = None
+
+        async def serve(self, sockets=None):
+            if make_grpc is not None:
+                self.grpc_server, port = make_grpc()
+                on_grpc(port)
+            await super().serve(sockets=sockets)
+
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
+            if self.grpc_server is not None and self.started and not self.should_exit:
+                await self.grpc_server.start()
             if self.started and not self.should_exit:
                 on_ready()
+
+        async def shutdown(self, sockets=None):
+            if self.grpc_server is not None:
+                await self.grpc_server.stop(settings.graceful_timeout_s)
+            await super().shutdown(sockets=sockets)
 
         def handle_exit(self, sig, frame):
             app.state.serving["ready"] = False  # health checks fail while requests in flight drain
@@ -101,6 +124,8 @@ def serve(root, settings: ServeSettings | None = None, *, out: Callable[[str], N
     err = err or (lambda m: print(m, file=sys.stderr, flush=True))
     require("fastapi", extra="serve", purpose="deploykit serve")
     require("uvicorn", extra="serve", purpose="deploykit serve")
+    if settings.grpc_port is not None:
+        require("grpc", extra="serve", purpose="deploykit serve's gRPC endpoint (or pass --no-grpc)")
 
     from deploykit.serve.app import create_app
     from deploykit.serve.models import Repository
@@ -115,8 +140,18 @@ def serve(root, settings: ServeSettings | None = None, *, out: Callable[[str], N
     sock = bind_socket(settings.host, settings.port)
     app = create_app(repository, settings)
     url = url_of(sock)
-    server = make_server(app, settings, on_ready=lambda: out(f"{READY_LINE} {url} "
-                                                             f"({len(repository.models)} model(s))"))
+    make_grpc = None
+    if settings.grpc_port is not None:
+        from deploykit.serve.grpc_service import create_grpc_server
+
+        def make_grpc():
+            return create_grpc_server(repository, app.state.serving, settings.host, settings.grpc_port,
+                                      settings.max_body_bytes)
+
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    server = make_server(app, settings, make_grpc=make_grpc,
+                         on_grpc=lambda port: out(f"{GRPC_LINE} {host}:{port}"),
+                         on_ready=lambda: out(f"{READY_LINE} {url} ({len(repository.models)} model(s))"))
     try:
         server.run(sockets=[sock])
     finally:

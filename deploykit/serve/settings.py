@@ -16,6 +16,7 @@ class ServeSettings:
     Attributes:
         host: address to bind; loopback unless told otherwise (a container passes 0.0.0.0 explicitly).
         port: TCP port; 0 picks a free one (printed once the server listens).
+        grpc_port: the KServe v2 gRPC service's port (Triton's default 8001; 0 picks a free one), None: no gRPC.
         batching: "config" batches the models whose config.pbtxt has `dynamic_batching`, "on" every model
             with max_batch_size > 0, "off" none.
         max_batch: cap on the batch the dynamic batcher forms (None: each model's max_batch_size).
@@ -30,6 +31,7 @@ class ServeSettings:
 
     host: str = "127.0.0.1"
     port: int = 8000
+    grpc_port: int | None = 8001
     batching: str = "config"
     max_batch: int | None = None
     max_queue_delay_us: int | None = None
@@ -55,3 +57,5 @@ class ServeSettings:
             raise UserInputError(f"max-queue must be at least 1, not {self.max_queue}")
         if not 0 <= self.port <= 65535:
             raise UserInputError(f"port must be 0..65535, not {self.port}")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise UserInputError(f"grpc-port must be 0..65535, not {self.grpc_port}")
