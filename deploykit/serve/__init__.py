@@ -12,6 +12,7 @@ Modules, from the wire inwards:
   requests validated against the model's inputs.
 - `scheduler`: direct execution or dynamic batching of concurrent requests, bounded queues.
 - `statistics`: per model version counters with Triton's statistics semantics.
+- `metrics`: `/metrics` in Prometheus text format with Triton's metric names, read from the statistics.
 - `model_config`: config.pbtxt parsed with protobuf text_format against Triton's `ModelConfig` message.
 - `server`: uvicorn on a socket bound up front (127.0.0.1 by default) and the gRPC server on the same
   loop, graceful shutdown.

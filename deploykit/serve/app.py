@@ -8,6 +8,7 @@ Routes (Triton's extensions in brackets):
     GET  /v2/models/stats, /v2/models/{name}[/versions/{v}]/stats   [statistics]
     POST /v2/repository/index                            [model_repository, read-only]
     POST /v2/models/{name}[/versions/{v}]/infer          JSON or [binary_tensor_data]
+    GET  /metrics                                        Prometheus text, Triton's metric names
 
 Every error is `{"error": "..."}` with a 4xx/5xx status: 400 malformed or mismatched requests and bad
 names, 404 unknown models, versions and routes, 413 bodies over the limit, 415 unknown content encodings,
@@ -34,6 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deploykit import __version__
 from deploykit.serve.inference import accounted, run_request
+from deploykit.serve.metrics import add_metrics_route
 from deploykit.serve.model_config import config_to_dict
 from deploykit.serve.models import Repository
 from deploykit.serve.protocol import (DATATYPES, HEADER_LENGTH, ProtocolError, encode_infer_response, is_decimal,
@@ -295,6 +297,7 @@ def create_app(repository: Repository, settings: ServeSettings | None = None) ->
                             header_length: str | None = Header(default=None, alias=HEADER_LENGTH)):
         return await _infer(request, model_name, version, header_length)
 
+    add_metrics_route(app, repository, settings.metrics_port)
     app.openapi = lambda: _openapi(app)
     return app
 

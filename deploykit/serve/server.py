@@ -25,6 +25,7 @@ from deploykit.serve.settings import ServeSettings
 
 READY_LINE = "deploykit serve: listening on"
 GRPC_LINE = "deploykit serve: gRPC listening on"
+METRICS_LINE = "deploykit serve: metrics at"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -138,8 +139,14 @@ def serve(root, settings: ServeSettings | None = None, *, out: Callable[[str], N
         err(f"loaded {mv.label} ({mv.model.platform}, max_batch_size {mv.model.max_batch_size}, {how}, "
             f"{sched.instances} instance(s))")
     sock = bind_socket(settings.host, settings.port)
+    sockets = [sock]
     app = create_app(repository, settings)
     url = url_of(sock)
+    if settings.metrics_port is not None:
+        metrics_sock = bind_socket(settings.host, settings.metrics_port)
+        sockets.append(metrics_sock)
+        app.state.metrics_port = metrics_sock.getsockname()[1]
+        out(f"{METRICS_LINE} {url_of(metrics_sock)}/metrics")
     make_grpc = None
     if settings.grpc_port is not None:
         from deploykit.serve.grpc_service import create_grpc_server
@@ -153,8 +160,9 @@ def serve(root, settings: ServeSettings | None = None, *, out: Callable[[str], N
                          on_grpc=lambda port: out(f"{GRPC_LINE} {host}:{port}"),
                          on_ready=lambda: out(f"{READY_LINE} {url} ({len(repository.models)} model(s))"))
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
     finally:
-        sock.close()
+        for each in sockets:
+            each.close()
     err("deploykit serve: stopped")
     return 0

@@ -16,6 +16,7 @@ class ServeSettings:
     Attributes:
         host: address to bind; loopback unless told otherwise (a container passes 0.0.0.0 explicitly).
         port: TCP port; 0 picks a free one (printed once the server listens).
+        metrics_port: a second port serving only /metrics (Triton's 8002); None: /metrics on `port` only.
         grpc_port: the KServe v2 gRPC service's port (Triton's default 8001; 0 picks a free one), None: no gRPC.
         batching: "config" batches the models whose config.pbtxt has `dynamic_batching`, "on" every model
             with max_batch_size > 0, "off" none.
@@ -32,6 +33,7 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     grpc_port: int | None = 8001
+    metrics_port: int | None = None
     batching: str = "config"
     max_batch: int | None = None
     max_queue_delay_us: int | None = None
@@ -57,5 +59,7 @@ class ServeSettings:
             raise UserInputError(f"max-queue must be at least 1, not {self.max_queue}")
         if not 0 <= self.port <= 65535:
             raise UserInputError(f"port must be 0..65535, not {self.port}")
-        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
-            raise UserInputError(f"grpc-port must be 0..65535, not {self.grpc_port}")
+        for name in ("grpc_port", "metrics_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise UserInputError(f"{name.replace('_', '-')} must be 0..65535, not {value}")

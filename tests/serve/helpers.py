@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploykit.serve.server import GRPC_LINE, READY_LINE
+from deploykit.serve.server import GRPC_LINE, METRICS_LINE, READY_LINE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL_BODY_LIMIT = "1MiB"  # the shared server's --max-body-size, so 413 is cheap to provoke
@@ -91,7 +91,7 @@ class LiveServer:
         self.cwd = cwd or REPO_ROOT
         self.log_path = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"serve-{os.getpid()}-{id(self)}.log"
         self.proc: subprocess.Popen | None = None
-        self.url = self.address = self.grpc_address = ""
+        self.url = self.address = self.grpc_address = self.metrics_url = ""
         self.lines: list[str] = []
 
     def start(self, timeout: float = 90.0) -> "LiveServer":
@@ -106,6 +106,8 @@ class LiveServer:
                 self.lines.append(line.rstrip("\n"))
                 if line.startswith(GRPC_LINE):
                     self.grpc_address = line.split()[5]
+                if line.startswith(METRICS_LINE):
+                    self.metrics_url = line.split()[4]
                 if line.startswith(READY_LINE):
                     self.url = line.split()[4]
                     ready.set()
