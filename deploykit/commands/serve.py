@@ -37,9 +37,10 @@ def _size(_ctx, _param, value):
 @click.option("--metrics-port", type=click.IntRange(0, 65535),
               help="Also serve /metrics (Prometheus) alone on this port, like Triton's 8002 (default: /metrics on "
                    "--port only).")
-@click.option("--batching", type=click.Choice(BATCHING_MODES), default="config", show_default=True,
-              help="Dynamic batching: as each config.pbtxt's dynamic_batching says, on for every model with "
-                   "max_batch_size > 0, or off.")
+@click.option("--batching", type=click.Choice(BATCHING_MODES), default="auto", show_default=True,
+              help="Dynamic batching: auto measures each model at start-up and merges requests only where merged "
+                   "runs cost >= 5% less per sample; config follows each config.pbtxt's dynamic_batching; on for "
+                   "every model with max_batch_size > 0; off.")
 @click.option("--max-batch", type=click.IntRange(min=1),
               help="Largest batch the dynamic batcher forms (default: each model's max_batch_size).")
 @click.option("--max-queue-delay-us", type=click.IntRange(min=0),

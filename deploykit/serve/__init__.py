@@ -11,6 +11,7 @@ Modules, from the wire inwards:
 - `models`: the repository read with Triton's own model-config schema, one runner per model version,
   requests validated against the model's inputs.
 - `scheduler`: direct execution or dynamic batching of concurrent requests, bounded queues.
+- `batching`: `--batching auto`: whether merged batches are cheaper per sample, measured at start-up.
 - `statistics`: per model version counters with Triton's statistics semantics.
 - `metrics`: `/metrics` in Prometheus text format with Triton's metric names, read from the statistics.
 - `model_config`: config.pbtxt parsed with protobuf text_format against Triton's `ModelConfig` message.

@@ -136,6 +136,10 @@ def serve(root, settings: ServeSettings | None = None, *, out: Callable[[str], N
         sched = mv.scheduler
         how = (f"dynamic batching up to {sched.max_batch}, max queue delay {int(sched.max_delay_s * 1e6)} us"
                if sched.batching else "no batching")
+        decision = mv.model.batching_decision
+        if decision is not None:
+            per_sample = ", ".join(f"batch {n} {t * 1e6:.0f} us" for n, t in sorted(decision.per_sample_s.items()))
+            how += f" (measured per sample: {per_sample}; {decision.describe()})"
         err(f"loaded {mv.label} ({mv.model.platform}, max_batch_size {mv.model.max_batch_size}, {how}, "
             f"{sched.instances} instance(s))")
     sock = bind_socket(settings.host, settings.port)
