@@ -53,7 +53,66 @@ def status_code(status: int):
             503: grpc.StatusCode.UNAVAILABLE}.get(status, grpc.StatusCode.INTERNAL)
 
 
-def decode_request(request) -> InferRequest:
+RAW_INPUT_FIELD = 7    # ModelInferRequest.raw_input_contents in grpc_service.proto
+
+
+class InferCall:
+    """A received ModelInferRequest: the message without its raw tensors, and the tensors as views into
+    the received bytes (`parse_infer_call`)."""
+
+    __slots__ = ("message", "raw")
+
+    def __init__(self, message, raw: list[memoryview]):
+        self.message = message
+        self.raw = raw
+
+
+def parse_infer_call(data: bytes) -> InferCall:
+    """Deserialize a ModelInferRequest, leaving raw_input_contents in the received buffer.
+
+    protobuf would copy each raw tensor twice (into the parsed message, then out as bytes); here the
+    top-level fields are walked by their wire format, field 7 is kept as views, and the rest (a few
+    hundred bytes) is parsed by protobuf. Malformed bytes raise, which gRPC answers as a failed call.
+    """
+    pb, _pb_grpc = _modules()
+    view, pos, rest, raw = memoryview(data), 0, [], []
+    while pos < len(view):
+        start = pos
+        key, pos = _read_varint(view, pos)
+        field, wire = key >> 3, key & 7
+        if wire == 2:
+            length, pos = _read_varint(view, pos)
+            end = pos + length
+        elif wire == 0:
+            _, end = _read_varint(view, pos)
+        elif wire in (1, 5):
+            end = pos + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if end > len(view):
+            raise ValueError("truncated ModelInferRequest")
+        if field == RAW_INPUT_FIELD and wire == 2:
+            raw.append(view[pos:end])
+        else:
+            rest.append(view[start:end])
+        pos = end
+    return InferCall(pb.ModelInferRequest.FromString(b"".join(rest)), raw)
+
+
+def _read_varint(view: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(view) or shift > 63:
+            raise ValueError("malformed varint in ModelInferRequest")
+        byte = view[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def decode_request(request, raw=None) -> InferRequest:
     """A ModelInferRequest as the protocol-neutral InferRequest, checked like an HTTP body.
 
     Raises:
@@ -61,7 +120,7 @@ def decode_request(request) -> InferRequest:
     """
     if not request.inputs:
         raise ProtocolError("the request needs a non-empty 'inputs' list")
-    raw = request.raw_input_contents
+    raw = request.raw_input_contents if raw is None else raw
     if raw and len(raw) != len(request.inputs):
         raise ProtocolError(f"raw_input_contents has {len(raw)} entries for {len(request.inputs)} inputs; give raw "
                             "contents for every input or for none")
@@ -79,7 +138,7 @@ def decode_request(request) -> InferRequest:
         if raw:
             if tensor.HasField("contents"):
                 raise ProtocolError(f"input '{name}' has both typed contents and raw_input_contents")
-            inputs.append(tensor_from_raw(name, tensor.datatype, dims, memoryview(raw[index])))
+            inputs.append(tensor_from_raw(name, tensor.datatype, dims, memoryview(raw[index]).cast("B")))
             continue
         field = CONTENTS_FIELD.get(tensor.datatype)
         if field is None:
@@ -103,14 +162,55 @@ def decode_request(request) -> InferRequest:
     return InferRequest(inputs=inputs, outputs=outputs or None, id=request.id or None)
 
 
-def encode_response(pb, model_name: str, version: str, request_id: str, results: dict[str, np.ndarray]):
+RAW_OUTPUT_FIELD = 6   # ModelInferResponse.raw_output_contents in grpc_service.proto
+
+
+class RawResponse:
+    """A ModelInferResponse whose raw output tensors are kept as arrays until the wire.
+
+    Building the message would copy each tensor three times (tobytes, into the message, out when it is
+    serialized); `serialize` writes the message without them and appends each as the length-delimited
+    field 6 that protobuf would write, copying it once. Protobuf merges repeated fields wherever they
+    appear, so the bytes parse as the same message (the tests parse them with Triton's client).
+    """
+
+    def __init__(self, message, arrays: list[np.ndarray]):
+        self.message = message
+        self.arrays = arrays
+
+    def to_message(self):
+        """The complete protobuf message (the streaming RPC nests it in its own message)."""
+        full = type(self.message)()
+        full.CopyFrom(self.message)
+        full.raw_output_contents.extend(a.tobytes() for a in self.arrays)
+        return full
+
+    def serialize(self) -> bytes:
+        parts = [self.message.SerializeToString()]
+        for array in self.arrays:
+            parts += [_varint(RAW_OUTPUT_FIELD << 3 | 2), _varint(array.nbytes), memoryview(array).cast("B")]
+        return b"".join(parts)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def encode_response(pb, model_name: str, version: str, request_id: str, results: dict[str, np.ndarray]
+                    ) -> RawResponse:
     """Outputs as Triton sends them over gRPC: metadata in `outputs`, bytes in `raw_output_contents`."""
     response = pb.ModelInferResponse(model_name=model_name, model_version=version, id=request_id)
+    arrays = []
     for name, array in results.items():
         datatype = datatype_of(array.dtype)
         response.outputs.add(name=name, datatype=datatype, shape=[int(d) for d in array.shape])
-        response.raw_output_contents.append(np.ascontiguousarray(array, dtype=DATATYPES[datatype]).tobytes())
-    return response
+        arrays.append(np.ascontiguousarray(array, dtype=DATATYPES[datatype]))
+    return RawResponse(response, arrays)
 
 
 def make_servicer(repository, state: dict):
@@ -194,9 +294,10 @@ def make_servicer(repository, state: dict):
             responses: asyncio.Queue = asyncio.Queue()
             running: set[asyncio.Task] = set()
 
-            async def one(request):
+            async def one(call):
+                request = call.message
                 try:
-                    answer = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                    answer = pb.ModelStreamInferResponse(infer_response=(await self._infer(call)).to_message())
                 except ProtocolError as exc:
                     answer = pb.ModelStreamInferResponse(
                         error_message=exc.message,
@@ -223,14 +324,47 @@ def make_servicer(repository, state: dict):
                 for task in list(running):
                     task.cancel()
 
-        async def _infer(self, request):
+        async def _infer(self, call: InferCall):
+            request = call.message
             mv = repository.get(request.model_name, request.model_version or None)
             with accounted(mv) as outcome:
-                parsed = decode_request(request)
+                parsed = decode_request(request, call.raw)
                 results = await run_request(mv, parsed, outcome)
                 return encode_response(pb, mv.model.name, str(mv.version), request.id, results)
 
     return Service()
+
+
+UNARY = {  # method -> (request, response) message names in grpc_service.proto
+    "ServerLive": ("ServerLiveRequest", "ServerLiveResponse"),
+    "ServerReady": ("ServerReadyRequest", "ServerReadyResponse"),
+    "ModelReady": ("ModelReadyRequest", "ModelReadyResponse"),
+    "ServerMetadata": ("ServerMetadataRequest", "ServerMetadataResponse"),
+    "ModelMetadata": ("ModelMetadataRequest", "ModelMetadataResponse"),
+    "ModelConfig": ("ModelConfigRequest", "ModelConfigResponse"),
+    "ModelStatistics": ("ModelStatisticsRequest", "ModelStatisticsResponse"),
+    "RepositoryIndex": ("RepositoryIndexRequest", "RepositoryIndexResponse"),
+}
+
+
+def _handlers(servicer):
+    """The service's method handlers, as service_pb2_grpc registers them, except that ModelInfer's
+    request is read by parse_infer_call and its response written by RawResponse (one copy of each tensor
+    each way, as on the HTTP path). Methods left out (shared
+    memory, load/unload, trace, log settings) answer UNIMPLEMENTED."""
+    import grpc
+
+    pb, _pb_grpc = _modules()
+    handlers = {name: grpc.unary_unary_rpc_method_handler(getattr(servicer, name),
+                                                          request_deserializer=getattr(pb, req).FromString,
+                                                          response_serializer=getattr(pb, resp).SerializeToString)
+                for name, (req, resp) in UNARY.items()}
+    handlers["ModelInfer"] = grpc.unary_unary_rpc_method_handler(
+        servicer.ModelInfer, request_deserializer=parse_infer_call, response_serializer=RawResponse.serialize)
+    handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+        servicer.ModelStreamInfer, request_deserializer=parse_infer_call,
+        response_serializer=pb.ModelStreamInferResponse.SerializeToString)
+    return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers)
 
 
 def create_grpc_server(repository, state: dict, host: str, port: int, max_message_bytes: int):
@@ -246,13 +380,12 @@ def create_grpc_server(repository, state: dict, host: str, port: int, max_messag
 
     from deploykit.errors import UserInputError
 
-    _pb, pb_grpc = _modules()
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", -1),
         ("grpc.so_reuseport", 0),   # a second server on the same port must fail, not share it silently
     ])
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(make_servicer(repository, state), server)
+    server.add_generic_rpc_handlers((_handlers(make_servicer(repository, state)),))
     target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         bound = server.add_insecure_port(target)

@@ -175,3 +175,38 @@ def test_grpc_port_in_use_exits_2_and_no_grpc_serves_http_only(model_repo, tmp_p
     with LiveServer(model_repo, "--no-grpc", log_dir=tmp_path) as live:
         assert live.url and not live.grpc_address
         assert not any("gRPC" in line for line in live.lines)
+
+
+def test_wire_level_request_and_response_codecs_agree_with_protobuf():
+    """parse_infer_call and RawResponse skip protobuf's copies of the raw tensors; protobuf itself must
+    read and write the same messages."""
+    from tritonclient.grpc import service_pb2
+
+    from deploykit.serve.grpc_service import RawResponse, encode_response, parse_infer_call
+
+    x = make_input((2, 3, 5), seed=3)
+    request = service_pb2.ModelInferRequest(model_name="se", model_version="1", id="a" * 300)
+    request.parameters["priority"].int64_param = 7
+    for name in ("a", "b"):
+        request.inputs.add(name=name, datatype="FP32", shape=list(x.shape))
+        request.raw_input_contents.append(x.tobytes())
+    request.outputs.add(name="y")
+    data = request.SerializeToString()
+    call = parse_infer_call(data)
+    assert [bytes(v) for v in call.raw] == list(request.raw_input_contents)
+    rebuilt = service_pb2.ModelInferRequest()
+    rebuilt.CopyFrom(call.message)
+    rebuilt.raw_input_contents.extend(bytes(v) for v in call.raw)
+    assert rebuilt == request
+    with pytest.raises(ValueError):
+        parse_infer_call(data[:-5])
+
+    results = {"y": x, "z": (x > 0), "w": x.astype(np.float16)}
+    raw = encode_response(service_pb2, "se", "1", "id-9", results)
+    assert isinstance(raw, RawResponse)
+    parsed = service_pb2.ModelInferResponse.FromString(raw.serialize())
+    assert parsed == raw.to_message()
+    assert parsed.id == "id-9" and [o.name for o in parsed.outputs] == ["y", "z", "w"]
+    np.testing.assert_array_equal(np.frombuffer(parsed.raw_output_contents[0], "<f4").reshape(x.shape), x)
+    np.testing.assert_array_equal(np.frombuffer(parsed.raw_output_contents[1], "?").reshape(x.shape), x > 0)
+    assert parsed.raw_output_contents[2] == x.astype(np.float16).tobytes()
