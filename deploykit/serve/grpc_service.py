@@ -298,9 +298,11 @@ def make_servicer(repository, state: dict):
                 request = call.message
                 try:
                     answer = pb.ModelStreamInferResponse(infer_response=(await self._infer(call)).to_message())
-                except ProtocolError as exc:
+                except Exception as exc:  # noqa: BLE001 - every request on the stream gets an answer
+                    message = exc.message if isinstance(exc, ProtocolError) else \
+                        f"internal error: {type(exc).__name__}: {str(exc)[:300]}"
                     answer = pb.ModelStreamInferResponse(
-                        error_message=exc.message,
+                        error_message=message,
                         infer_response=pb.ModelInferResponse(model_name=request.model_name, id=request.id))
                 await responses.put(answer)
 
@@ -392,7 +394,7 @@ def create_grpc_server(repository, state: dict, host: str, port: int, max_messag
     except RuntimeError:
         bound = 0
     if not bound:
-        raise UserInputError(f"gRPC cannot listen on {target} (in use, or not an address of this machine)",
+        raise UserInputError(f"gRPC cannot listen on {target}: the port is in use or the address is not one of this machine",
                              hint="stop the other server or pass another --grpc-port (0 picks a free one, "
                                   "--no-grpc turns gRPC off)")
     return server, bound
