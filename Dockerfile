@@ -37,7 +37,7 @@ RUN python3 -m pip install -c constraints.txt ".[trt,gpu,serve]" \
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin deploykit \
     && mkdir -p /models && chown deploykit /models
 USER deploykit
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 CMD ["python3", "-m", "deploykit.healthcheck"]
 ENTRYPOINT ["deploykit", "serve", "/models", "--host", "0.0.0.0", "--port", "8000"]
 CMD []
@@ -62,7 +62,7 @@ COPY --from=cpu-build /opt/venv /opt/venv
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin deploykit \
     && mkdir -p /models && chown deploykit /models
 USER deploykit
-EXPOSE 8000
+EXPOSE 8000 8001
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 CMD ["python3", "-m", "deploykit.healthcheck"]
 ENTRYPOINT ["deploykit", "serve", "/models", "--host", "0.0.0.0", "--port", "8000"]
 CMD []

@@ -8,6 +8,7 @@ Routes (Triton's extensions in brackets):
     GET  /v2/models/stats, /v2/models/{name}[/versions/{v}]/stats   [statistics]
     POST /v2/repository/index                            [model_repository, read-only]
     POST /v2/models/{name}[/versions/{v}]/infer          JSON or [binary_tensor_data]
+    GET  /metrics                                        Prometheus text, Triton's metric names
 
 Every error is `{"error": "..."}` with a 4xx/5xx status: 400 malformed or mismatched requests and bad
 names, 404 unknown models, versions and routes, 413 bodies over the limit, 415 unknown content encodings,
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import zlib
 from typing import Annotated, Any, Literal
 
@@ -38,11 +38,12 @@ from starlette.requests import ClientDisconnect
 from deploykit import __version__
 from deploykit.errors import UserInputError
 from deploykit.repository import MODEL_NAME_RE
+from deploykit.serve.inference import accounted, run_request
+from deploykit.serve.metrics import add_metrics_route
 from deploykit.serve.model_config import config_to_dict
 from deploykit.serve.models import Repository
 from deploykit.serve.protocol import (DATATYPES, HEADER_LENGTH, ProtocolError, encode_infer_response, is_decimal,
                                      json_values, parse_infer_request)
-from deploykit.serve.scheduler import QueueFull, SchedulerClosed
 from deploykit.serve.settings import ServeSettings
 
 SERVER_NAME = "deploykit"
@@ -299,10 +300,8 @@ def create_app(repository: Repository, settings: ServeSettings | None = None) ->
 
     # -------------------------------------------------------------------------------- inference
     async def _infer(request: Request, model_name: str, version: str | None, header_length: str | None):
-        started = time.perf_counter_ns()
         mv = repository.get(model_name, version)
-        ok = False
-        try:
+        with accounted(mv) as outcome:
             declared = request.headers.get("content-length")
             encoded = request.headers.get("content-encoding", "identity").strip().lower() != "identity"
             reserved = (int(declared) if declared is not None and is_decimal(declared) and not encoded
@@ -320,17 +319,12 @@ def create_app(repository: Repository, settings: ServeSettings | None = None) ->
                 del body
             finally:
                 budget.give(reserved)
-            mv.model.check_outputs(parsed)
-            feed, batch = mv.model.check_request(parsed)
-            results = mv.model.pick_outputs(parsed, await _run(mv, feed, batch))
+            results = await run_request(mv, parsed, outcome)
             if json_values(results, parsed) > OFFLOAD_JSON_VALUES:
                 parts, head = await run_in_threadpool(encode_infer_response, model_name, str(mv.version), results,
                                                       parsed)
             else:
                 parts, head = encode_infer_response(model_name, str(mv.version), results, parsed)
-            ok = True
-        finally:
-            mv.stats.record_request(ok, time.perf_counter_ns() - started)
         if head is None:
             return PartsResponse(parts, "application/json")
         return PartsResponse(parts, "application/octet-stream", {HEADER_LENGTH: str(head)})
@@ -350,6 +344,7 @@ def create_app(repository: Repository, settings: ServeSettings | None = None) ->
                             header_length: str | None = Header(default=None, alias=HEADER_LENGTH)):
         return await _infer(request, model_name, version, header_length)
 
+    add_metrics_route(app, repository, settings.metrics_port)
     app.openapi = lambda: _openapi(app)
     return app
 
@@ -371,22 +366,6 @@ class PartsResponse(Response):
 
 def _config_json(mv) -> dict:
     return config_to_dict(mv.model.config) | {"name": mv.model.name}
-
-
-async def _run(mv, feed, batch):
-    """Schedule one validated request; runtime failures become error responses that say what happened."""
-    try:
-        return await mv.scheduler.infer(feed, batch)
-    except QueueFull as exc:
-        raise ProtocolError(f"model '{mv.model.name}' is busy: {exc}; retry later", status=503) from None
-    except SchedulerClosed as exc:
-        raise ProtocolError(str(exc), status=503) from None
-    except UserInputError as exc:  # e.g. a TensorRT engine's optimization profile does not cover the shapes
-        raise ProtocolError(exc.one_line()) from None
-    except Exception as exc:  # noqa: BLE001 - the runtime's own message is the useful part
-        status = 400 if type(exc).__name__ in {"InvalidArgument", "InvalidShape"} else 500
-        message = f"{mv.label} failed to run: {type(exc).__name__}: {str(exc)[:500]}"
-        raise ProtocolError(message, status=status) from None
 
 
 async def _read_body(request: Request, limit: int, header_length: str | None = None):

@@ -77,6 +77,7 @@ class Model:
     outputs: list[TensorMeta]
     batching: bool = False
     versions: dict[int, ModelVersion] = field(default_factory=dict)
+    batching_decision: object = None   # batching.BatchingDecision under --batching auto
 
     def metadata(self) -> dict:
         return {"name": self.name, "versions": [str(v) for v in sorted(self.versions)], "platform": self.platform,
@@ -362,7 +363,7 @@ def _load_model(model_dir: Path, settings: ServeSettings, runner_factory: Runner
         raise UserInputError(f"default_model_filename '{filename}' must be a plain file name",
                              hint="name a file inside the version directory, without a path")
 
-    batching = {"off": False, "on": max_batch > 0,
+    batching = {"off": False, "on": max_batch > 0, "auto": max_batch > 0,
                 "config": max_batch > 0 and config.HasField("dynamic_batching")}[settings.batching]
     delay_us = settings.max_queue_delay_us
     if delay_us is None:
@@ -386,6 +387,10 @@ def _load_model(model_dir: Path, settings: ServeSettings, runner_factory: Runner
                                   name=f"{name}-{version}")
             model.versions[version] = ModelVersion(model, version, path, runner, scheduler, stats)
             _check_runner(model, runner, version)
+            if settings.batching == "auto" and max_batch > 0:
+                if model.batching_decision is None:  # measured on the first version, applied to all
+                    _decide_batching(model, runner, max_group, delay_us)
+                scheduler.batching = model.batching
     except BaseException:
         _release(model)
         raise
@@ -409,6 +414,24 @@ def _open_runner(runner_factory: RunnerFactory, platform: str, path: Path, setti
                              f"{text[:300]}",
                              hint="re-export the model, or copy it and its external data whole into the "
                                   "version folder") from None
+
+
+def _decide_batching(model: Model, runner, max_group: int, delay_us: int) -> None:
+    """Measure whether merged batches are cheaper per sample (serve.batching) and serve accordingly; the
+    config as served says what was chosen and why."""
+    from deploykit.serve.batching import BatchingDecision, choose
+
+    try:
+        decision = choose(runner.infer, model.inputs, max_group)
+    except Exception as exc:  # noqa: BLE001 - a probe that cannot run must not stop the server
+        decision = BatchingDecision(False, {}, f"the probe could not run ({type(exc).__name__}: {str(exc)[:200]})")
+    model.batching_decision = decision
+    model.batching = decision.enabled
+    if decision.enabled:
+        model.config.dynamic_batching.max_queue_delay_microseconds = delay_us
+    else:
+        model.config.ClearField("dynamic_batching")
+    model.config.parameters["deploykit_batching"].string_value = decision.describe()
 
 
 def _check_runner(model: Model, runner, version: int) -> None:

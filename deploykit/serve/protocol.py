@@ -172,6 +172,39 @@ def parse_infer_request(body: bytes, header_length: str | None = None) -> InferR
                         binary_output=binary_output, parameters=params)
 
 
+def check_tensor_header(name: str, datatype: str, shape) -> tuple[np.dtype, tuple[int, ...]]:
+    """An input's datatype and shape checked the same way for every front-end: its numpy dtype and dims."""
+    dtype = DATATYPES.get(datatype)
+    if dtype is None:
+        raise ProtocolError(f"input '{name}' has datatype '{datatype[:20]}', which this server does not take "
+                            f"(it takes {', '.join(DATATYPES)})")
+    if len(shape) > MAX_RANK:
+        raise ProtocolError(f"input '{name}' has {len(shape)} dims; this server takes at most {MAX_RANK}")
+    dims = tuple(_int(d, f"input '{name}' shape entries") for d in shape)
+    if any(d >= 1 << 62 for d in dims):  # numpy's own limit on a dim; no real tensor comes near it
+        raise ProtocolError(f"input '{name}' has shape {list(dims)}, with a dim too large for any tensor")
+    return dtype, dims
+
+
+def tensor_from_raw(name: str, datatype: str, dims: tuple[int, ...], raw) -> InferInput:
+    """An input from its raw little-endian bytes (binary extension, gRPC raw_input_contents)."""
+    dtype = DATATYPES[datatype]
+    need = math.prod(dims) * dtype.itemsize
+    if len(raw) != need:
+        raise ProtocolError(f"input '{name}' has {len(raw)} bytes of raw data, but shape {list(dims)} of {datatype} "
+                            f"needs {need} bytes")
+    return InferInput(name, datatype, dims, _aligned(np.frombuffer(raw, dtype=dtype)).reshape(dims))
+
+
+def tensor_from_values(name: str, datatype: str, dims: tuple[int, ...], values: list) -> InferInput:
+    """An input from a flat list of values (JSON `data`, gRPC typed contents), checked against its type."""
+    array = _json_array(values, name, datatype, DATATYPES[datatype])
+    count = math.prod(dims)
+    if array.size != count:
+        raise ProtocolError(f"input '{name}' has {array.size} values, but shape {list(dims)} needs {count}")
+    return InferInput(name, datatype, dims, array.reshape(dims))
+
+
 def _parse_input(raw, index: int, binary: memoryview, offset: int,
                  context: _JsonContext | None = None) -> tuple[InferInput, int]:
     if not isinstance(raw, dict):
@@ -182,19 +215,11 @@ def _parse_input(raw, index: int, binary: memoryview, offset: int,
     datatype = raw.get("datatype")
     if not isinstance(datatype, str):
         raise ProtocolError(f"input '{name}' needs a 'datatype' string such as \"FP32\"")
-    dtype = DATATYPES.get(datatype)
-    if dtype is None:
-        raise ProtocolError(f"input '{name}' has datatype '{datatype[:20]}', which this server does not take "
-                            f"(it takes {', '.join(DATATYPES)})")
     shape = raw.get("shape")
     if not isinstance(shape, list):
         raise ProtocolError(f"input '{name}' needs a 'shape' list")
-    if len(shape) > MAX_RANK:
-        raise ProtocolError(f"input '{name}' has {len(shape)} dims; this server takes at most {MAX_RANK}")
-    dims = tuple(_int(d, f"input '{name}' shape entries") for d in shape)
+    dtype, dims = check_tensor_header(name, datatype, shape)
     count = math.prod(dims)
-    if any(d >= 1 << 62 for d in dims):  # numpy's own limit on a dim; no real tensor comes near it
-        raise ProtocolError(f"input '{name}' has shape {list(dims)}, with a dim too large for any tensor")
     params = _dict(raw.get("parameters"), f"input '{name}' parameters")
     if "shared_memory_region" in params:
         raise ProtocolError("shared-memory tensors are not supported by this server; send the data in the body")
@@ -209,8 +234,7 @@ def _parse_input(raw, index: int, binary: memoryview, offset: int,
         if offset + size > len(binary):
             raise ProtocolError(f"input '{name}' needs {size} bytes of binary data at offset {offset}, but the "
                                 f"binary part of the body has only {len(binary)} bytes")
-        array = _aligned(np.frombuffer(binary[offset:offset + size], dtype=dtype)).reshape(dims)
-        return InferInput(name, datatype, dims, array), offset + size
+        return tensor_from_raw(name, datatype, dims, binary[offset:offset + size]), offset + size
     if "data" not in raw:
         raise ProtocolError(f"input '{name}' has neither 'data' nor a binary_data_size parameter")
     context = context or _JsonContext([], False)

@@ -20,9 +20,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from deploykit.serve.statistics import ComputeTimes, RequestTiming, Stats
 
 RunFn = Callable[[Mapping[str, np.ndarray]], Mapping[str, np.ndarray]]
 
@@ -33,60 +35,6 @@ class QueueFull(Exception):
 
 class SchedulerClosed(Exception):
     """The server is shutting down."""
-
-
-@dataclass
-class _Duration:
-    count: int = 0
-    ns: int = 0
-
-    def add(self, ns: int, count: int = 1) -> None:
-        self.count += count
-        self.ns += ns
-
-    def as_dict(self) -> dict:
-        return {"count": self.count, "ns": self.ns}
-
-
-@dataclass
-class Stats:
-    """Counters in the shape of Triton's statistics extension (`GET /v2/models/{name}/stats`).
-
-    `inference_count` counts samples (batch entries) served, `execution_count` model executions; with
-    dynamic batching at work the second grows slower than the first.
-    """
-
-    inference_count: int = 0
-    execution_count: int = 0
-    last_inference_ms: int = 0
-    success: _Duration = field(default_factory=_Duration)
-    fail: _Duration = field(default_factory=_Duration)
-    queue: _Duration = field(default_factory=_Duration)
-    compute_infer: _Duration = field(default_factory=_Duration)
-    batches: dict[int, _Duration] = field(default_factory=dict)
-
-    def record_request(self, ok: bool, ns: int) -> None:
-        (self.success if ok else self.fail).add(ns)
-
-    def record_execution(self, batch_size: int, requests: int, ns: int) -> None:
-        self.execution_count += 1
-        self.inference_count += batch_size
-        self.compute_infer.add(ns, requests)
-        self.batches.setdefault(batch_size, _Duration()).add(ns)
-        self.last_inference_ms = int(time.time() * 1000)
-
-    def as_dict(self, name: str, version: str) -> dict:
-        zero = _Duration().as_dict()
-        return {
-            "name": name, "version": version, "last_inference": self.last_inference_ms,
-            "inference_count": self.inference_count, "execution_count": self.execution_count,
-            "inference_stats": {"success": self.success.as_dict(), "fail": self.fail.as_dict(),
-                                "queue": self.queue.as_dict(), "compute_input": zero,
-                                "compute_infer": self.compute_infer.as_dict(), "compute_output": zero,
-                                "cache_hit": zero, "cache_miss": zero},
-            "batch_stats": [{"batch_size": size, "compute_input": zero, "compute_infer": d.as_dict(),
-                             "compute_output": zero} for size, d in sorted(self.batches.items())],
-        }
 
 
 @dataclass
@@ -169,7 +117,13 @@ class Scheduler:
 
     # ----------------------------------------------------------------------------------------- entry
     async def infer(self, inputs: Mapping[str, np.ndarray], batch: int) -> Mapping[str, np.ndarray]:
-        """Queue one request (already validated) and wait for its outputs.
+        """Queue one request (already validated) and wait for its outputs (see `submit`)."""
+        outputs, _timing = await self.submit(inputs, batch)
+        return outputs
+
+    async def submit(self, inputs: Mapping[str, np.ndarray], batch: int
+                     ) -> tuple[dict[str, np.ndarray], RequestTiming]:
+        """Queue one request (already validated); its outputs and how long it queued and computed.
 
         Raises:
             QueueFull: too many requests are waiting.
@@ -182,7 +136,11 @@ class Scheduler:
         future = asyncio.get_running_loop().create_future()
         self._pending.append(_Pending(inputs, batch, signature_of(inputs), future, time.perf_counter_ns()))
         self._arrival.set()
-        return await future
+        self.stats.pending += 1
+        try:
+            return await future
+        finally:
+            self.stats.pending -= 1
 
     # --------------------------------------------------------------------------------------- workers
     async def _worker(self) -> None:
@@ -192,20 +150,18 @@ class Scheduler:
             if group is None:
                 return
             started = time.perf_counter_ns()
-            for p in group:
-                self.stats.queue.add(started - p.enqueued_ns)
             total = sum(p.batch for p in group)
             try:
-                results = await loop.run_in_executor(self._executor, self._execute, group)
+                results, compute = await loop.run_in_executor(self._executor, self._execute, group)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 for p in group:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
-            self.stats.record_execution(total, len(group), time.perf_counter_ns() - started)
+            self.stats.record_execution(total, compute)
             for p, outputs in zip(group, results):
                 if not p.future.done():  # the client may have gone away
-                    p.future.set_result(outputs)
+                    p.future.set_result((outputs, RequestTiming(started - p.enqueued_ns, compute)))
 
     async def _collect(self) -> list[_Pending] | None:
         """The next group of requests to run together; None once closed and drained."""
@@ -246,13 +202,25 @@ class Scheduler:
         self._pending = kept
         return size
 
-    def _execute(self, group: list[_Pending]) -> list[dict[str, np.ndarray]]:
-        """Worker thread: concatenate, run once, split along dim 0."""
+    def _execute(self, group: list[_Pending]) -> tuple[list[dict[str, np.ndarray]], ComputeTimes]:
+        """Worker thread: concatenate (compute_input), run once (compute_infer), split along dim 0
+        (compute_output), timing each step as Triton's statistics split them."""
+        t0 = time.perf_counter_ns()
         if len(group) == 1:
-            return [dict(self.run(group[0].inputs))]
-        names = list(group[0].inputs)
-        feed = {n: np.concatenate([p.inputs[n] for p in group], axis=0) for n in names}
+            feed = group[0].inputs
+        else:
+            names = list(group[0].inputs)
+            feed = {n: np.concatenate([p.inputs[n] for p in group], axis=0) for n in names}
+        t1 = time.perf_counter_ns()
         outputs = self.run(feed)
+        t2 = time.perf_counter_ns()
+        results = self._split(group, outputs)
+        return results, ComputeTimes(t1 - t0, t2 - t1, time.perf_counter_ns() - t2)
+
+    @staticmethod
+    def _split(group: list[_Pending], outputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        if len(group) == 1:
+            return [dict(outputs)]
         total = sum(p.batch for p in group)
         for name, array in outputs.items():
             if array.ndim == 0 or array.shape[0] != total:

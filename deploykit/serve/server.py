@@ -24,6 +24,8 @@ from deploykit.errors import UserInputError, require
 from deploykit.serve.settings import ServeSettings
 
 READY_LINE = "deploykit serve: listening on"
+GRPC_LINE = "deploykit serve: gRPC listening on"
+METRICS_LINE = "deploykit serve: metrics at"
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -52,15 +54,37 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def make_server(app, settings: ServeSettings, *, on_ready: Callable[[], None] = lambda: None):
-    """A uvicorn Server that reports readiness and treats SIGTERM like SIGINT (graceful, exit 0)."""
+def make_server(app, settings: ServeSettings, *, on_ready: Callable[[], None] = lambda: None,
+                make_grpc: Callable | None = None, on_grpc: Callable[[int], None] = lambda _port: None):
+    """A uvicorn Server that reports readiness and treats SIGTERM like SIGINT (graceful, exit 0).
+
+    With `make_grpc` (called on the event loop, returning a bound grpc.aio server and its port), the gRPC
+    service runs on the same loop: bound before anything is served (a port in use fails the command),
+    started once the app's lifespan has started the schedulers, and stopped (with the graceful timeout
+    for calls in flight) before they stop.
+    """
     uvicorn = require("uvicorn", extra="serve", purpose="deploykit serve")
 
     class Server(uvicorn.Server):
+        grpc_server = None
+
+        async def serve(self, sockets=None):
+            if make_grpc is not None:
+                self.grpc_server, port = make_grpc()
+                on_grpc(port)
+            await super().serve(sockets=sockets)
+
         async def startup(self, sockets=None):
             await super().startup(sockets=sockets)
+            if self.grpc_server is not None and self.started and not self.should_exit:
+                await self.grpc_server.start()
             if self.started and not self.should_exit:
                 on_ready()
+
+        async def shutdown(self, sockets=None):
+            if self.grpc_server is not None:
+                await self.grpc_server.stop(settings.graceful_timeout_s)
+            await super().shutdown(sockets=sockets)
 
         def handle_exit(self, sig, frame):
             app.state.serving["ready"] = False  # health checks fail while requests in flight drain
@@ -101,6 +125,8 @@ def serve(root, settings: ServeSettings | None = None, *, out: Callable[[str], N
     err = err or (lambda m: print(m, file=sys.stderr, flush=True))
     require("fastapi", extra="serve", purpose="deploykit serve")
     require("uvicorn", extra="serve", purpose="deploykit serve")
+    if settings.grpc_port is not None:
+        require("grpc", extra="serve", purpose="deploykit serve's gRPC endpoint (or pass --no-grpc)")
 
     from deploykit.serve.app import create_app
     from deploykit.serve.models import Repository
@@ -110,16 +136,37 @@ def serve(root, settings: ServeSettings | None = None, *, out: Callable[[str], N
         sched = mv.scheduler
         how = (f"dynamic batching up to {sched.max_batch}, max queue delay {int(sched.max_delay_s * 1e6)} us"
                if sched.batching else "no batching")
+        decision = mv.model.batching_decision
+        if decision is not None:
+            per_sample = ", ".join(f"batch {n} {t * 1e6:.0f} us" for n, t in sorted(decision.per_sample_s.items()))
+            how += f" (measured per sample: {per_sample}; {decision.describe()})"
         err(f"loaded {mv.label} ({mv.model.platform}, max_batch_size {mv.model.max_batch_size}, {how}, "
             f"{sched.instances} instance(s))")
     sock = bind_socket(settings.host, settings.port)
+    sockets = [sock]
     app = create_app(repository, settings)
     url = url_of(sock)
-    server = make_server(app, settings, on_ready=lambda: out(f"{READY_LINE} {url} "
-                                                             f"({len(repository.models)} model(s))"))
+    if settings.metrics_port is not None:
+        metrics_sock = bind_socket(settings.host, settings.metrics_port)
+        sockets.append(metrics_sock)
+        app.state.metrics_port = metrics_sock.getsockname()[1]
+        out(f"{METRICS_LINE} {url_of(metrics_sock)}/metrics")
+    make_grpc = None
+    if settings.grpc_port is not None:
+        from deploykit.serve.grpc_service import create_grpc_server
+
+        def make_grpc():
+            return create_grpc_server(repository, app.state.serving, settings.host, settings.grpc_port,
+                                      settings.max_body_bytes)
+
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    server = make_server(app, settings, make_grpc=make_grpc,
+                         on_grpc=lambda port: out(f"{GRPC_LINE} {host}:{port}"),
+                         on_ready=lambda: out(f"{READY_LINE} {url} ({len(repository.models)} model(s))"))
     try:
-        server.run(sockets=[sock])
+        server.run(sockets=sockets)
     finally:
-        sock.close()
+        for each in sockets:
+            each.close()
     err("deploykit serve: stopped")
     return 0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from deploykit.errors import UserInputError
 
-BATCHING_MODES = ("config", "on", "off")
+BATCHING_MODES = ("auto", "config", "on", "off")
 
 
 @dataclass
@@ -16,8 +16,11 @@ class ServeSettings:
     Attributes:
         host: address to bind; loopback unless told otherwise (a container passes 0.0.0.0 explicitly).
         port: TCP port; 0 picks a free one (printed once the server listens).
-        batching: "config" batches the models whose config.pbtxt has `dynamic_batching`, "on" every model
-            with max_batch_size > 0, "off" none.
+        metrics_port: a second port serving only /metrics (Triton's 8002); None: /metrics on `port` only.
+        grpc_port: the KServe v2 gRPC service's port (Triton's default 8001; 0 picks a free one), None: no gRPC.
+        batching: "auto" measures each model with max_batch_size > 0 at start-up and batches it only where
+            merged runs are >= 5 % cheaper per sample (serve.batching); "config" batches the models whose
+            config.pbtxt has `dynamic_batching`, "on" every model with max_batch_size > 0, "off" none.
         max_batch: cap on the batch the dynamic batcher forms (None: each model's max_batch_size).
         max_queue_delay_us: how long the batcher may hold the first request of a batch waiting for more
             (None: the config's max_queue_delay_microseconds, 0 when it has none).
@@ -32,7 +35,9 @@ class ServeSettings:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    batching: str = "config"
+    grpc_port: int | None = 8001
+    metrics_port: int | None = None
+    batching: str = "auto"
     max_batch: int | None = None
     max_queue_delay_us: int | None = None
     instances: int | None = None
@@ -63,3 +68,8 @@ class ServeSettings:
                                  hint="pass a positive queue length")
         if not 0 <= self.port <= 65535:
             raise UserInputError(f"port must be 0..65535, not {self.port}", hint="pass a port between 0 and 65535")
+        for name in ("grpc_port", "metrics_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 65535:
+                raise UserInputError(f"{name.replace('_', '-')} must be 0..65535, not {value}",
+                                     hint="pass a port between 0 and 65535")

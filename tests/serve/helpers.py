@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploykit.serve.server import READY_LINE
+from deploykit.serve.server import GRPC_LINE, METRICS_LINE, READY_LINE
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMALL_BODY_LIMIT = "1MiB"  # the shared server's --max-body-size, so 413 is cheap to provoke
@@ -80,15 +80,18 @@ class Reference:
 
 
 class LiveServer:
-    """`python -m deploykit serve REPO --port 0 ARGS` in a subprocess; `url`/`address` once it is ready."""
+    """`python -m deploykit serve REPO --port 0 --grpc-port 0 ARGS` in a subprocess; `url`/`address` (HTTP) and
+    `grpc_address` once it is ready."""
 
     def __init__(self, repo: Path, *args: str, command: list[str] | None = None, cwd: Path | None = None,
                  log_dir: Path | None = None):
-        self.command = command or [sys.executable, "-m", "deploykit", "serve", str(repo), "--port", "0", *args]
+        self.command = command or [sys.executable, "-m", "deploykit", "serve", str(repo), "--port", "0",
+                                    *(() if "--grpc-port" in args or "--no-grpc" in args else ("--grpc-port", "0")),
+                                    *args]
         self.cwd = cwd or REPO_ROOT
         self.log_path = (log_dir or Path(os.environ.get("TMPDIR", "/tmp"))) / f"serve-{os.getpid()}-{id(self)}.log"
         self.proc: subprocess.Popen | None = None
-        self.url = self.address = ""
+        self.url = self.address = self.grpc_address = self.metrics_url = ""
         self.lines: list[str] = []
 
     def start(self, timeout: float = 90.0) -> "LiveServer":
@@ -101,6 +104,10 @@ class LiveServer:
         def pump():
             for line in self.proc.stdout:
                 self.lines.append(line.rstrip("\n"))
+                if line.startswith(GRPC_LINE):
+                    self.grpc_address = line.split()[5]
+                if line.startswith(METRICS_LINE):
+                    self.metrics_url = line.split()[4]
                 if line.startswith(READY_LINE):
                     self.url = line.split()[4]
                     ready.set()

@@ -135,7 +135,8 @@ def local_command(argv: list[str], repo: Path) -> list[str]:
     """The container command with only the path, the bind address and the port made local."""
     assert argv[0] == "deploykit"
     swaps = {"/models": str(repo), "0.0.0.0": "127.0.0.1", "8000": "0"}
-    return [sys.executable, "-m", "deploykit", *[swaps.get(a, a) for a in argv[1:]]]
+    # gRPC on a free port too (the container's 8001 could be taken on a shared test machine).
+    return [sys.executable, "-m", "deploykit", *[swaps.get(a, a) for a in argv[1:]], "--grpc-port", "0"]
 
 
 def healthcheck(stage: Stage, server_pid: int) -> subprocess.CompletedProcess:

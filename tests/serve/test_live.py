@@ -59,7 +59,16 @@ def test_model_config_endpoint_mirrors_config_pbtxt(client, model_repo):
     from deploykit.serve.model_config import config_to_dict, load_config
 
     served = client.get_model_config("se")
-    assert served == config_to_dict(load_config(model_repo / "se" / "config.pbtxt"))
+    on_disk = config_to_dict(load_config(model_repo / "se" / "config.pbtxt"))
+    # --batching auto (the default) serves the config with its measured choice: dynamic_batching present
+    # only when batching is on, and a deploykit_batching parameter saying why; the rest is the file's.
+    choice = served["parameters"].pop("deploykit_batching")["string_value"]
+    assert ("dynamic_batching" in served) is choice.startswith("on")
+    if not served["parameters"]:
+        del served["parameters"]
+    for doc in (served, on_disk):
+        doc.pop("dynamic_batching", None)
+    assert served == on_disk
     assert served["max_batch_size"] == 4 and served["input"][0]["dims"] == [64, 14, 14]
 
 
