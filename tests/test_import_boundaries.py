@@ -170,7 +170,8 @@ def test_serve_answers_without_torch(no_torch_env, exported, tmp_path):
 
 @pytest.mark.parametrize("args", [["export", "--block", "se", "--out", "{tmp}"],
                                   ["validate", "{onnx}", "--block", "se"],
-                                  ["bench", "--block", "se", "--batch", "1"]])
+                                  ["bench", "--block", "se", "--batch", "1"],
+                                  ["tune", "se", "--batch", "1", "--out", "{tmp}"]])
 def test_commands_that_need_pytorch_exit_3_with_the_install_hint(no_torch_env, exported, tmp_path, args):
     argv = [a.format(tmp=tmp_path / "out", onnx=exported) for a in args]
     proc = deploykit(no_torch_env, *argv)

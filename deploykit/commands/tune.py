@@ -43,6 +43,9 @@ def tune(model, batches, size, calibration, rounds, iters, threads, out_dir, nam
     hw = _parse_size(size) if size else None
     if name:
         check_model_name(name)
+    from deploykit.errors import require
+
+    require("torch", extra="export", purpose="deploykit tune")  # it exports and verifies against PyTorch
     if model in block_names():
         src = sources.from_block(model, batch_sizes, hw)
     else:

@@ -13,6 +13,16 @@ from dataclasses import dataclass, field
 SHAPE_SOURCES = frozenset({"Shape", "Size"})
 
 
+def subgraphs(node):
+    """(attribute name, GraphProto) of every subgraph a node holds: If branches, Loop and Scan bodies."""
+    for attr in node.attribute:
+        if attr.type == attr.GRAPH:
+            yield attr.name, attr.g
+        elif attr.type == attr.GRAPHS:
+            for sub in attr.graphs:
+                yield attr.name, sub
+
+
 @dataclass
 class ShapeComputation:
     nodes: list = field(default_factory=list)       # onnx NodeProto, shape-computation nodes

@@ -150,7 +150,10 @@ RunnerFactory = Callable[[str, Path, ServeSettings], object]
 def default_runner(platform: str, path: Path, settings: ServeSettings):
     """An activated runner for the model file (ONNX Runtime, OpenVINO or TensorRT)."""
     if platform == ONNX:
-        return _serving_ort_runner(path, settings.threads).activate()
+        from deploykit.backends.ort import OrtRunner
+
+        # Threads sleep between requests instead of spinning: the event loop needs the cores to read the next.
+        return OrtRunner(path, threads=settings.threads, spinning=False).activate()
     if platform == OPENVINO:
         from deploykit.backends.openvino import serving_runner
 
@@ -158,29 +161,6 @@ def default_runner(platform: str, path: Path, settings: ServeSettings):
     from deploykit.backends.trt import TrtRunner
 
     return TrtRunner(path).activate()
-
-
-def _serving_ort_runner(path: Path, threads: int | None):
-    """An OrtRunner whose intra-op threads sleep between runs instead of spinning.
-
-    ONNX Runtime's thread pool spins after each run waiting for the next one, which suits a tight loop but
-    in a server takes the cores the event loop needs to read the next request: on 2 cores the served time
-    per request halved with spinning off (session option `session.intra_op.allow_spinning`).
-    """
-    from deploykit.backends.ort import OrtRunner
-    from deploykit.errors import require
-
-    class ServingOrtRunner(OrtRunner):
-        def activate_impl(self) -> None:
-            ort = require("onnxruntime", purpose="running ONNX models")
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            if self.threads:
-                options.intra_op_num_threads = self.threads
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(str(self.model), sess_options=options, providers=self.providers)
-
-    return ServingOrtRunner(path, threads=threads)
 
 
 class Repository:

@@ -9,7 +9,7 @@ from deploykit.sources.image import image_source
 
 def build(config) -> ModelSource:
     from deploykit import blocks
-    from deploykit.sources.weights import load_into
+    from deploykit.sources.weights import exported_twin, load_into
 
     src = config.source
     spec = blocks.spec(src.block)
@@ -28,10 +28,5 @@ def build(config) -> ModelSource:
             hint=f"set input.channels to {channels} or change source.args.{spec.channels_arg}",
         )
     weights = load_into(reference, src.weights, config.seed)
-    reference.eval()
-    exported = reference
-    if src.variant == "safe":
-        exported = blocks.create(src.block, "safe", **src.args)
-        exported.load_state_dict(reference.state_dict(), strict=True)
-        exported.eval()
+    exported = exported_twin(reference, src.variant, lambda: blocks.create(src.block, "safe", **src.args))
     return image_source(config, "block", exported, reference, channels, weights)

@@ -9,7 +9,7 @@ from deploykit.sources.image import image_source
 
 def build(config) -> ModelSource:
     from deploykit import networks
-    from deploykit.sources.weights import load_into
+    from deploykit.sources.weights import exported_twin, load_into
 
     src, inp = config.source, config.input
     net = networks.spec(src.network)
@@ -26,10 +26,5 @@ def build(config) -> ModelSource:
     except UserInputError as exc:
         raise UserInputError(f"{config.origin}: {exc.message}", hint=exc.hint) from None
     weights = load_into(reference, src.weights, config.seed, load=networks.load_checkpoint)
-    reference.eval()
-    exported = reference
-    if src.variant == "safe":
-        exported = networks.create(src.network, "safe", **src.args)
-        exported.load_state_dict(reference.state_dict(), strict=True)
-        exported.eval()
+    exported = exported_twin(reference, src.variant, lambda: networks.create(src.network, "safe", **src.args))
     return image_source(config, "network", exported, reference, 3, weights)

@@ -32,6 +32,17 @@ def load_into(reference, weights: str | None, seed: int, load=None) -> dict:
     return from_checkpoint(reference, weights, load) if weights else seeded(reference, seed)
 
 
+def exported_twin(reference, variant: str, create_safe):
+    """The module to export: the reference itself, or for variant "safe" the export-safe twin made by
+    `create_safe()` carrying the reference's weights exactly (strict: a missing or extra key is a bug)."""
+    reference.eval()
+    if variant != "safe":
+        return reference
+    exported = create_safe()
+    exported.load_state_dict(reference.state_dict(), strict=True)
+    return exported.eval()
+
+
 def describe(report: dict) -> str:
     """One console line: which weights went in."""
     if report.get("seeded_random", report.get("path") is None):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploykit.errors import UserInputError
+from deploykit.onnx_utils.graph import subgraphs
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
@@ -88,12 +89,8 @@ def _walk_nodes(graph):
     """Every node of a graph and of the subgraphs in its attributes (If/Loop/Scan bodies)."""
     for node in graph.node:
         yield node
-        for attr in node.attribute:
-            if attr.type == attr.GRAPH:
-                yield from _walk_nodes(attr.g)
-            elif attr.type == attr.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _walk_nodes(sub)
+        for _name, sub in subgraphs(node):
+            yield from _walk_nodes(sub)
 
 
 def summarize(path: str | Path) -> OnnxSummary:

@@ -41,7 +41,11 @@ class Candidate:
 
     def open(self, threads: int | None):
         if self.engine == "onnxruntime":
-            self.runner = _quiet_ort_runner(self.graph, threads).activate()
+            from deploykit.backends.ort import OrtRunner
+
+            # Spinning off, as `deploykit serve` runs it: interleaved with other engines, a spinning pool's
+            # busy-wait after each run goes to whoever runs next (see OrtRunner's `spinning`).
+            self.runner = OrtRunner(str(self.graph), threads=threads, spinning=False).activate()
         else:
             from deploykit.backends.openvino import OpenVinoRunner
 
@@ -53,29 +57,6 @@ class Candidate:
         if self.runner is not None:
             self.runner.deactivate()
             self.runner = None
-
-
-def _quiet_ort_runner(path: Path, threads: int | None):
-    """ONNX Runtime with its intra-op threads sleeping between runs, as `deploykit serve` runs it.
-
-    With spinning on (ORT's default), the pool keeps both cores busy for a while after each run; interleaved
-    with other engines that time goes to whoever runs next (OpenVINO measured 20-50x slower beside a spinning
-    ONNX Runtime session on 2 cores), and a server loses the cores its event loop needs.
-    """
-    from deploykit.backends.ort import OrtRunner
-    from deploykit.errors import require
-
-    class QuietOrtRunner(OrtRunner):
-        def activate_impl(self) -> None:
-            ort = require("onnxruntime", purpose="running ONNX models")
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            if self.threads:
-                options.intra_op_num_threads = self.threads
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            self.session = ort.InferenceSession(str(self.model), sess_options=options, providers=self.providers)
-
-    return QuietOrtRunner(str(path), threads=threads)
 
 
 def candidates(fp32: Path, int8: Path | None, int8_problem: str = "", *, openvino: bool = True) -> list[Candidate]:

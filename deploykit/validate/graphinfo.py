@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deploykit.onnx_utils.graph import subgraphs
+
 # ai.onnx is spelt "" or "ai.onnx"
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -117,12 +119,8 @@ def _walk(graph, where: str, out: list[NodeRef], functions: dict, seen_functions
     for node in graph.node:
         out.append(NodeRef(node, where))
         label = node.name or node.op_type
-        for attr in node.attribute:
-            if attr.type == attr.GRAPH:
-                _walk(attr.g, f"{node.op_type} '{label}' {attr.name}", out, functions, seen_functions)
-            elif attr.type == attr.GRAPHS:
-                for sub in attr.graphs:
-                    _walk(sub, f"{node.op_type} '{label}' {attr.name}", out, functions, seen_functions)
+        for attr_name, sub in subgraphs(node):
+            _walk(sub, f"{node.op_type} '{label}' {attr_name}", out, functions, seen_functions)
         key = (node.domain, node.op_type)
         if key in functions and key not in seen_functions:
             seen_functions.add(key)

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from deploykit.errors import UserInputError
+from deploykit.onnx_utils.graph import subgraphs
 from deploykit.validate.checks import Check
 from deploykit.validate.graphinfo import elem_type_name
 
@@ -32,11 +33,8 @@ def _all_tensors(graph):
                 yield attr.t
             elif attr.type == attr.TENSORS:
                 yield from attr.tensors
-            elif attr.type == attr.GRAPH:
-                yield from _all_tensors(attr.g)
-            elif attr.type == attr.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _all_tensors(sub)
+        for _name, sub in subgraphs(node):
+            yield from _all_tensors(sub)
 
 
 def weights(graph):
@@ -62,12 +60,8 @@ def weights(graph):
                     tensor = numpy_helper.from_array(np.array(list(attr.floats), np.float32))
                 if tensor is not None:
                     yield node.output[0], origin, tensor
-        for attr in node.attribute:
-            if attr.type == attr.GRAPH:
-                yield from weights(attr.g)
-            elif attr.type == attr.GRAPHS:
-                for sub in attr.graphs:
-                    yield from weights(sub)
+        for _name, sub in subgraphs(node):
+            yield from weights(sub)
 
 
 def _symlink_in(base: Path, location: str) -> tuple[str, str] | None:
