@@ -100,6 +100,7 @@ class ExportStatus:
             "exporter": self.exporter,
             "attempts": [a.as_dict() for a in self.attempts],
             "simplified": self.simplified,
+            "allow_non_finite": self.allow_non_finite,
             "stages": [s.as_dict() for s in self.stages],
             "first_failed_stage": failure.name if failure else None,
             "error": self.error,
@@ -233,8 +234,10 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress, 
     from deploykit.export import stages
 
     run = stages.ExportRun(status, config, work, progress, model=model)
-    stages.run_all(run)
-    status.source = run.source
+    try:
+        stages.run_all(run)
+    finally:   # a failed run's report names its weights and notes too
+        status.source = run.source
     _write_stage(run, out_dir, model_names, versions, journal_run)
 
 
@@ -301,6 +304,8 @@ def _stage_model(graph, precision, model_name, version, out_dir, config, source,
             "config": config.model_dump(mode="json"),
             "config_sha256": config.sha256(),
             "seed": config.seed,
+            # --allow-non-finite: PyTorch's outputs were not required to be finite; a NaN reference verifies little
+            "allow_non_finite": status.allow_non_finite,
             "onnx": {"file": "model.onnx", "sha256": sha256_file(onnx_path), "opset": graph_opset(graph),
                      "ir_version": graph.ir_version, "exporter": status.exporter, "simplified": status.simplified,
                      "nodes": len(graph.graph.node), "shape_computation_nodes": count_shape_nodes(graph)},
