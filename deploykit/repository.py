@@ -48,11 +48,39 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# Temporary siblings written inside a repository a live run holds are named `.deploykit-tmp-<run>-...`, so
+# that recovery (deploykit/repository_journal.py) deletes them once that run is dead, and never before.
+TMP_PREFIX = ".deploykit-tmp-"
+_run_of_repo: dict[str, str] = {}   # absolute repository path -> id of the run this process holds on it
+
+
+def register_run(repo: Path, run_id: str | None) -> None:
+    """Make this process's atomic writes under `repo` carry `run_id` (None: forget the repository)."""
+    key = os.path.abspath(repo)
+    if run_id is None:
+        _run_of_repo.pop(key, None)
+    else:
+        _run_of_repo[key] = run_id
+
+
+def _tmp_prefix(path: Path) -> str:
+    if _run_of_repo:
+        here = os.path.abspath(path.parent)
+        while True:
+            if here in _run_of_repo:
+                return f"{TMP_PREFIX}{_run_of_repo[here]}-"
+            up = os.path.dirname(here)
+            if up == here:
+                break
+            here = up
+    return f".{path.name}."
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to `path` via a temporary sibling and os.replace."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); the artifact gets the permissions open() would give it, so a
         # server running as another user (Triton's container) can read it.

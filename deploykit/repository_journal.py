@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from deploykit.errors import UserInputError
-from deploykit.repository import fsync_dir
+from deploykit.repository import TMP_PREFIX, fsync_dir, register_run
 
 JOURNAL_PREFIX = ".deploykit-journal-"
 LOCK_PREFIX = ".deploykit-run-"
@@ -80,6 +80,7 @@ class Run:
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         os.write(self._fd, f"{os.getpid()}\n".encode())
         os.replace(tmp, self.lock_path)
+        register_run(self.repo, self.id)   # its atomic writes' temporary files carry its id
 
     def name(self, prefix: str, rest: str = "") -> str:
         """A name owned by this run: `<prefix><run>-<rest or random>`."""
@@ -88,6 +89,7 @@ class Run:
     def close(self) -> None:
         if self._fd is None:
             return
+        register_run(self.repo, None)
         self.lock_path.unlink(missing_ok=True)
         os.close(self._fd)
         self._fd = None
@@ -363,7 +365,20 @@ def _clean_leftovers(repo: Path) -> list[str]:
                 entry.unlink(missing_ok=True)   # a lock or journal a run died while writing
             elif entry.is_dir() and not name.startswith("."):
                 actions += _clean_model_dir(entry, dead)
+            else:
+                actions += _clean_temporary(entry, dead)
     return actions
+
+
+def _clean_temporary(entry: Path, dead) -> list[str]:
+    """A dead run's atomic-write temporary file (`.deploykit-tmp-<run>-...tmp`), or a write-test probe of
+    deploykit before runs owned them (`.deploykit-write-test-<hex8>`, alive for microseconds only)."""
+    name = entry.name
+    if ((name.startswith(TMP_PREFIX) and name.endswith(".tmp") and dead(_owner(name, TMP_PREFIX)))
+            or re.fullmatch(r"\.deploykit-write-test-[0-9a-f]{8}", name)) and not entry.is_dir():
+        entry.unlink(missing_ok=True)
+        return [f"removed {entry}"]
+    return []
 
 
 def _unheld(path: Path) -> bool:
@@ -401,6 +416,12 @@ def _clean_model_dir(model_dir: Path, dead) -> list[str]:
                 else:
                     remove(entry)
                     actions.append(f"removed {entry}")
+            elif name.isdigit() and entry.is_dir() and not entry.is_symlink():   # a version's own temporaries
+                for inner in entry.iterdir():
+                    if inner.name.startswith(TMP_PREFIX):
+                        actions += _clean_temporary(inner, dead)
+            else:
+                actions += _clean_temporary(entry, dead)
     return actions
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import shutil
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +99,7 @@ class ExportStatus:
             "exporter": self.exporter,
             "attempts": [a.as_dict() for a in self.attempts],
             "simplified": self.simplified,
+            "allow_non_finite": self.allow_non_finite,
             "stages": [s.as_dict() for s in self.stages],
             "first_failed_stage": failure.name if failure else None,
             "error": self.error,
@@ -139,12 +139,12 @@ def tensor_specs(model, which: str) -> list[TensorSpec]:
     return specs
 
 
-def _check_output_dir(out_dir: Path) -> None:
+def _open_output_dir(out_dir: Path) -> Run:
+    """This run's claim on the repository. Creating its lock is the write test: a kill leaves no probe file
+    that cannot be told apart from a live run's, only a lock the next command sees is dead."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".deploykit-write-test-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        return Run(out_dir)
     except OSError as exc:
         raise UserInputError(f"output directory '{out_dir}' is not writable: {exc.strerror or exc}",
                              hint="pass --out with a directory you can write to") from None
@@ -181,14 +181,18 @@ def run_export(config: ExportConfig, out_dir: str | Path = "models", *, force: b
     out_dir = Path(out_dir)
     name = check_model_name(config.model_name)
     model_names = {p: name if p == "fp32" else f"{name}_{p}" for p in config.precisions}
-    _check_output_dir(out_dir)
-    for line in recover(out_dir):
-        progress.info(f"recovered: {line}")
-    versions = {p: _target_version(out_dir / m, force, new_version) for p, m in model_names.items()}
+    journal_run = _open_output_dir(out_dir)
+    try:
+        for line in recover(out_dir):
+            progress.info(f"recovered: {line}")
+        versions = {p: _target_version(out_dir / m, force, new_version) for p, m in model_names.items()}
+    except BaseException:
+        journal_run.close()
+        raise
 
     status = ExportStatus(config, allow_non_finite=allow_non_finite)
     report = True   # not for unusable input or an interruption: the error line says it all, and nothing ran
-    with sigterm_interrupts(), Run(out_dir) as journal_run:
+    with sigterm_interrupts(), journal_run:
         work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{journal_run.id}-", dir=out_dir))
         try:
             _run_stages(status, config, work, out_dir, model_names, versions, progress, journal_run, model=model)
@@ -233,8 +237,10 @@ def _run_stages(status, config, work, out_dir, model_names, versions, progress, 
     from deploykit.export import stages
 
     run = stages.ExportRun(status, config, work, progress, model=model)
-    stages.run_all(run)
-    status.source = run.source
+    try:
+        stages.run_all(run)
+    finally:   # a failed run's report names its weights and notes too
+        status.source = run.source
     _write_stage(run, out_dir, model_names, versions, journal_run)
 
 
@@ -301,6 +307,8 @@ def _stage_model(graph, precision, model_name, version, out_dir, config, source,
             "config": config.model_dump(mode="json"),
             "config_sha256": config.sha256(),
             "seed": config.seed,
+            # --allow-non-finite: PyTorch's outputs were not required to be finite; a NaN reference verifies little
+            "allow_non_finite": status.allow_non_finite,
             "onnx": {"file": "model.onnx", "sha256": sha256_file(onnx_path), "opset": graph_opset(graph),
                      "ir_version": graph.ir_version, "exporter": status.exporter, "simplified": status.simplified,
                      "nodes": len(graph.graph.node), "shape_computation_nodes": count_shape_nodes(graph)},

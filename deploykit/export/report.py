@@ -9,6 +9,9 @@ def render_markdown(status) -> str:
              f"- verdict: **{'PASSED' if status.passed else 'FAILED'}**",
              f"- source: {cfg.source.label} ({cfg.source.variant}), args {cfg.source.args}",
              f"- exporter used: {status.exporter or 'none'}; simplified: {status.simplified}"]
+    if getattr(status, "allow_non_finite", False):
+        lines.append("- **WARNING: exported with --allow-non-finite: PyTorch's outputs were not required to be finite; "
+                     "NaN compares equal to NaN, so parity on non-finite values proves nothing**")
     if status.error:
         lines.append(f"- error: {status.error}")
     failure = status.first_failure

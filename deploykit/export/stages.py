@@ -172,13 +172,20 @@ def _verification_data(source, config, allow_non_finite: bool = False) -> tuple[
                 source.notes.append(f"the model in PyTorch rejects {point_label(point)} ({type(exc).__name__}); "
                                     f"its sizes are multiples of {align}, so the odd point is {point_label(new_point)}")
         feeds = {key_of(p): feeds[key_of(p)] for p in source.points}
-    if not allow_non_finite:   # NaN compares equal to NaN: a reference answering NaN would verify anything
-        from deploykit.export.verify import require_finite
+    from deploykit.export.verify import non_finite_outputs, require_finite
 
-        for key, outputs in expected.items():
+    for key, outputs in expected.items():
+        if not allow_non_finite:   # NaN compares equal to NaN: a reference answering NaN would verify anything
             require_finite(source.reference, tuple(feeds[key][n] for n in source.input_names), outputs)
+        elif non_finite_outputs(outputs) and not any(n.startswith(NON_FINITE_NOTE) for n in source.notes):
+            source.notes.append(f"{NON_FINITE_NOTE}: PyTorch's output '{non_finite_outputs(outputs)[0]}' holds NaN or "
+                                "Inf on the verification inputs, and NaN compares equal to NaN, so parity proves "
+                                "little for those values")
     return feeds, expected
 
+
+# The note a run exported under --allow-non-finite carries when the reference really answered NaN/Inf.
+NON_FINITE_NOTE = "exported under --allow-non-finite"
 
 # verification_points' order for user sources: opt, min, max, odd.
 ODD_POINT = 3

@@ -97,11 +97,15 @@ def torch_outputs(module, x: np.ndarray, output_names: list[str]) -> dict[str, n
     return {name: o.float().numpy() for name, o in zip(output_names, outs)}
 
 
+def non_finite_outputs(outputs: dict[str, np.ndarray]) -> list[str]:
+    """The names of the outputs holding NaN or Inf."""
+    return [name for name, o in outputs.items() if np.issubdtype(o.dtype, np.inexact) and not np.isfinite(o).all()]
+
+
 def require_finite(module, args: tuple[np.ndarray, ...], outputs: dict[str, np.ndarray]) -> None:
     """NaN or Inf in PyTorch's outputs on the inputs `args` fails the verification (CheckFailed naming where
     they start): NaN would compare equal to NaN, so a broken model would otherwise "pass"."""
-    bad = [name for name, o in outputs.items()
-           if np.issubdtype(o.dtype, np.inexact) and not np.isfinite(o).all()]
+    bad = non_finite_outputs(outputs)
     if bad:
         from deploykit.errors import CheckFailed
 

@@ -189,7 +189,7 @@ class Repository:
                                  hint="create one with `deploykit export --block se --out DIR`")
         for line in recover(root):   # an install a kill interrupted is finished or undone first
             log(f"recovered: {line}")
-        models, unavailable, errors = {}, [], []
+        models, unavailable, errors, hints = {}, [], [], []
         candidates = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         for model_dir in candidates:
             if not (model_dir / "config.pbtxt").is_file():
@@ -202,16 +202,18 @@ class Repository:
                 unavailable.append(Unavailable(model_dir.name, "", exc.one_line()))
                 log(f"skipping model '{model_dir.name}': {exc.one_line()}")
                 continue
-            except DeployKitError as exc:
-                errors.append(f"{model_dir.name}: {exc.one_line()}")
+            except DeployKitError as exc:   # the message here, its hint in the one hint of the line below
+                errors.append(f"{model_dir.name}: {exc.message}")
+                hints.append(exc.hint)
                 continue
             models[model.name] = model
         if errors:
             for model in models.values():
                 _release(model)
+            advice = "; ".join(dict.fromkeys(h for h in hints if h))   # each distinct hint once, in order
             raise UserInputError(f"{len(errors)} model(s) in '{root}' cannot be served: " + "; ".join(errors),
-                                 hint="fix them or move them out of the repository; the server starts only when "
-                                      "every model loads")
+                                 hint=(f"{advice}; or " if advice else "fix them or ") + "move them out of the "
+                                      "repository: the server starts only when every model loads")
         if not models:
             if unavailable:
                 raise MissingDependency(f"no model in '{root}' can be served here: "

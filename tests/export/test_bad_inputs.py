@@ -107,6 +107,24 @@ def test_allow_non_finite_is_the_users_explicit_choice(cli, tmp_path):
     # The graphs were then compared with PyTorch as usual: the verdict is the comparison's, not a refusal.
     out = result.json()
     assert result.exit_code in (0, 1) and out["parity"]["fp32"]["shapes"], out["error"]
+    # The choice is recorded loudly wherever the run is described: the JSON, the report and the manifest.
+    assert out["allow_non_finite"] is True
+    report = Path(out["report"]).read_text()
+    assert "WARNING: exported with --allow-non-finite" in report
+    assert "exported under --allow-non-finite: PyTorch's output" in report and "holds NaN or Inf" in report, report
+
+
+@pytest.mark.parametrize("allow", [True, False])
+def test_the_manifest_records_whether_non_finite_outputs_were_allowed(cli, tmp_path, allow):
+    import json
+
+    result = cli(*SE, "--out", str(tmp_path), "--json", *(["--allow-non-finite"] if allow else []))
+    out = result.json()
+    assert result.exit_code == 0 and out["allow_non_finite"] is allow, out["error"]
+    manifest = json.loads(Path(out["manifest"]).read_text())
+    assert manifest["allow_non_finite"] is allow
+    assert not any("holds NaN or Inf" in n for n in manifest["source"]["notes"])   # these weights answer finitely
+    assert ("WARNING: exported with --allow-non-finite" in Path(out["report"]).read_text()) is allow
 
 
 BILLION_LAUGHS = """

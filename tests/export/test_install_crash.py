@@ -305,3 +305,68 @@ def test_a_repository_mounted_elsewhere_after_the_crash_recovers(tmp_path):
     os.replace(repo, moved)
     assert any("rolled back" in a for a in recover(moved))
     assert snapshot(moved) == old and not list(moved.rglob(".*"))
+
+
+# A run dies inside an atomic write (deploykit/repository.py): its temporary file is written, the rename
+# never comes. `os.fsync` is the failpoint: it kills the process (or, for the live run, blocks it).
+WRITER = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from deploykit.repository import atomic_write_text
+    from deploykit.repository_journal import Run
+    repo, target, how = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    run = Run(repo)
+    def failpoint(fd):
+        if how == "die":
+            os._exit(9)
+        print(run.id, flush=True)
+        time.sleep(600)
+    os.fsync = failpoint
+    atomic_write_text(repo / target, "half-written")
+""")
+
+
+def _writer(repo: Path, target: str, how: str):
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(repo), target, how], cwd=REPO_ROOT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=subprocess.PIPE)
+
+
+def test_temporary_files_of_a_killed_run_are_cleaned_and_a_live_runs_kept(tmp_path):
+    from deploykit.repository import TMP_PREFIX
+
+    repo = tmp_path / "repo"
+    old_repository(repo)
+    expected = snapshot(repo)
+    for target in ("m/export_report.md", "m_fp16/1/deploykit.json", "m/config.pbtxt"):
+        assert _writer(repo, target, "die").wait(timeout=120) == 9
+    live = _writer(repo, "m/1/deploykit.json", "wait")
+    try:
+        live_id = live.stdout.readline().strip()   # printed from inside its write, the temporary file made
+        temporaries = sorted(p.relative_to(repo).as_posix() for p in repo.rglob(f"{TMP_PREFIX}*"))
+        assert len(temporaries) == 4, temporaries
+        assert all(Path(t).name.endswith(".tmp") for t in temporaries)
+        # a probe of deploykit before runs owned them
+        (repo / ".deploykit-write-test-0a1b2c3d").write_bytes(b"")
+        actions = recover(repo)
+        left = sorted(p.relative_to(repo).as_posix() for p in repo.rglob(".*") if not p.name.startswith(LOCK_PREFIX))
+        assert len(left) == 1 and left[0].startswith(f"m/1/{TMP_PREFIX}{live_id}-"), (left, actions)
+        assert sum("removed" in a for a in actions) == 4, actions
+        assert live.poll() is None   # the live run's write goes on
+    finally:
+        live.kill()
+        live.wait(timeout=60)
+    recover(repo)
+    assert not list(repo.rglob(".*")) and snapshot(repo) == expected
+    assert serve_answers(repo) == 1.0
+
+
+def test_an_exports_write_test_is_its_run_lock(tmp_path):
+    """The export's writability probe is the run's own lock: nothing else is left for a kill to strand."""
+    from deploykit.export.pipeline import _open_output_dir
+
+    run = _open_output_dir(tmp_path / "new" / "repo")
+    try:
+        assert [p.name for p in (tmp_path / "new" / "repo").iterdir()] == [run.lock_path.name]
+    finally:
+        run.close()
+    assert not list((tmp_path / "new" / "repo").iterdir())

@@ -235,6 +235,18 @@ def _serve_once(repo, capfd):
     return code, capfd.readouterr().err
 
 
+def one_hint(err: str) -> str:
+    """The hint of a one-line error: exactly one "(...)" at the end of the line, never two in a row."""
+    import re
+
+    line = err.strip()
+    assert "\n" not in line and "Traceback" not in err, err
+    found = re.search(r" \(([^()]*)\)$", line)
+    assert found, line
+    assert not line[:found.start()].rstrip().endswith(")"), line   # no "(...) (...)"
+    return found.group(1)
+
+
 def test_serve_refuses_a_garbage_model_file_in_one_line(model_repo, tmp_path, capfd):
     repo, path = _copy_model(model_repo, tmp_path)
     path.write_bytes(b"\x08\x07garbage, not a protobuf" * 10)
@@ -242,6 +254,21 @@ def test_serve_refuses_a_garbage_model_file_in_one_line(model_repo, tmp_path, ca
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert "se: version 1: ONNX Runtime cannot load model.onnx" in err
+    hint = one_hint(err)   # the model's own advice and the repository's, in one hint
+    assert hint.startswith("re-export the model") and hint.endswith("the server starts only when every model loads")
+
+
+def test_two_unloadable_models_still_get_one_hint(model_repo, tmp_path, capfd):
+    import shutil
+
+    repo, path = _copy_model(model_repo, tmp_path)
+    path.write_bytes(b"garbage")
+    shutil.copytree(repo / "se", repo / "se2")
+    config = repo / "se2" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "se"', 'name: "se2"'))
+    code, err = _serve_once(repo, capfd)
+    assert code == 2 and "2 model(s)" in err and "se2: version 1" in err, err
+    assert one_hint(err).count("re-export the model") == 1, err
 
 
 def test_serve_refuses_external_data_outside_the_model_folder(model_repo, tmp_path, capfd):
@@ -261,3 +288,4 @@ def test_serve_refuses_external_data_outside_the_model_folder(model_repo, tmp_pa
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
     assert "cannot load model.onnx" in err and "escapes model directory" in err, err
+    one_hint(err)
