@@ -1,7 +1,7 @@
 """Benchmark backends: one small object per way of running the model, all driven the same way.
 
-`prepare(x)` takes the batch's input (a numpy array) and does the per-shape set-up (device copy, compile for
-the shape, CUDA-graph capture); `outputs()` runs once and returns numpy arrays in graph output order, for the
+`prepare(x)` takes the batch's input (a numpy array, or a dict of named arrays in forward's order) and does the
+per-shape set-up (device copy, compile for the shape, CUDA-graph capture); `outputs()` runs once and returns numpy arrays in graph output order, for the
 parity check; `call()` is the timed inference on the prepared input, doing only what the backend's own API
 needs (eager torch takes a tensor, ONNX Runtime numpy or device-bound values); `context()` wraps the timed
 calls (torch.inference_mode for PyTorch). `timer` says how calls are timed: "perf_counter" for synchronous
@@ -70,8 +70,25 @@ class BenchBackend:
 
 
 def _to_numpy_list(out) -> list[np.ndarray]:
-    outs = out if isinstance(out, (tuple, list)) else (out,)
-    return [o.detach().float().cpu().numpy() for o in outs]
+    """A module's outputs as a flat list in order (a dict's values, nested tuples flattened, as torch.onnx does)."""
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (tuple, list)):
+        return [a for o in out if o is not None for a in _to_numpy_list(o)]
+    return [out.detach().float().cpu().numpy()]
+
+
+def _named(x, input_name: str) -> dict:
+    """The feed by input name: a dict of named inputs as given, one array under the graph's input name."""
+    return x if isinstance(x, dict) else {input_name: x}
+
+
+def _tensors(x, device: str) -> tuple:
+    """The input(s) as torch tensors on `device`, in forward's order (a dict keeps that order)."""
+    import torch
+
+    arrays = x.values() if isinstance(x, dict) else (x,)
+    return tuple(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays)
 
 
 class TorchEager(BenchBackend):
@@ -96,17 +113,15 @@ class TorchEager(BenchBackend):
 
         return torch.inference_mode()
 
-    def prepare(self, x: np.ndarray) -> None:
-        import torch
-
-        self.x = torch.from_numpy(x).to(self.device)
+    def prepare(self, x) -> None:
+        self.x = _tensors(x, self.device)
 
     def outputs(self) -> list[np.ndarray]:
         with self.context():
-            return _to_numpy_list(self.module(self.x))
+            return _to_numpy_list(self.module(*self.x))
 
     def call(self) -> None:
-        self.module(self.x)
+        self.module(*self.x)
 
     def sync(self) -> None:
         if self.device.startswith("cuda"):
@@ -143,14 +158,14 @@ class TorchCompiled(TorchEager):
     def prepare(self, x: np.ndarray) -> None:
         super().prepare(x)
         with self.context():
-            self.compiled(self.x)  # compiles for this shape here, so the check and timing see compiled code
+            self.compiled(*self.x)  # compiles for this shape here, so the check and timing see compiled code
 
     def outputs(self) -> list[np.ndarray]:
         with self.context():
-            return _to_numpy_list(self.compiled(self.x))
+            return _to_numpy_list(self.compiled(*self.x))
 
     def call(self) -> None:
-        self.compiled(self.x)
+        self.compiled(*self.x)
 
 
 class CudaGraph(TorchEager):
@@ -166,16 +181,16 @@ class CudaGraph(TorchEager):
     def prepare(self, x: np.ndarray) -> None:
         import torch
 
-        self.x = torch.from_numpy(x).to(self.device)
+        self.x = _tensors(x, self.device)
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side), torch.inference_mode():
             for _ in range(3):  # warm-up on a side stream, as capture requires
-                self.module(self.x)
+                self.module(*self.x)
         torch.cuda.current_stream(self.device).wait_stream(side)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph), torch.inference_mode():
-            self.static_out = self.module(self.x)
+            self.static_out = self.module(*self.x)
 
     def outputs(self) -> list[np.ndarray]:
         self.graph.replay()
@@ -220,16 +235,18 @@ class OnnxRuntime(BenchBackend):
             return f"the graph has a fixed batch of {self.fixed_batch}"
         return None
 
-    def prepare(self, x: np.ndarray) -> None:
-        self.feed = {self.input_name: x}
+    def prepare(self, x) -> None:
+        self.feed = _named(x, self.input_name)
         if self.device.startswith("cuda"):
             import onnxruntime as ort
 
             session = self.runner.session
             self.binding = session.io_binding()
-            value = ort.OrtValue.ortvalue_from_numpy(x, "cuda", _cuda_index(self.device))
-            self.binding.bind_ortvalue_input(self.input_name, value)
-            self._keep = value
+            self._keep = []
+            for name, array in self.feed.items():
+                value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", _cuda_index(self.device))
+                self.binding.bind_ortvalue_input(name, value)
+                self._keep.append(value)
             for name in self.runner.output_names:
                 self.binding.bind_output(name, "cuda", _cuda_index(self.device))
 
@@ -274,8 +291,8 @@ class OpenVino(BenchBackend):
 
             self.gate = DEFAULT_LIMITS[precision]
 
-    def prepare(self, x: np.ndarray) -> None:
-        self.feed = {self.input_name: x}
+    def prepare(self, x) -> None:
+        self.feed = _named(x, self.input_name)
         self.runner.infer(self.feed)   # compiles for this batch size outside the timed calls
 
     def outputs(self) -> list[np.ndarray]:
@@ -307,8 +324,8 @@ class TensorRT(BenchBackend):
         self.input_name = input_name
         self.feed = None
 
-    def prepare(self, x: np.ndarray) -> None:
-        self.feed = {self.input_name: x}
+    def prepare(self, x) -> None:
+        self.feed = _named(x, self.input_name)
 
     def outputs(self) -> list[np.ndarray]:
         out = self.runner.infer(self.feed)

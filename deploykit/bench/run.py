@@ -155,11 +155,10 @@ def _load_now():
 
 def _bench_batch(source, settings, batch, backends, monitor, log) -> list[BenchRow]:
     from deploykit.compare import compare_outputs
-    from deploykit.export.verify import make_input
 
-    x32 = make_input((batch, source.channels, source.height, source.width), settings.seed)
+    x32 = source.make_input(batch, settings.seed)   # one array, or named inputs each in its dtype
     expected = source.expected(x32)   # PyTorch's reference runs in fp32 whatever the graph takes
-    x = x32.astype(source.input_dtype, copy=False)
+    x = source.graph_feed(x32)
     against = "PyTorch reference (fp32, CPU)" if expected is not None else None
     rows: list[BenchRow] = []
     live: list[tuple[BenchBackend, BenchRow]] = []

@@ -36,6 +36,9 @@ class BenchSource:
         onnx_file: the ONNX file given by the user (kind "onnx").
         fixed_batch: the graph's static batch size, when it has one.
         input_dtype: the graph input's element type (numpy name); the timed input is fed in it.
+        inputs: a user model's named inputs (deploykit.sources.specs.TensorInput, in forward's order), for models
+            with several inputs or non-float or non-NCHW ones; None for the one NCHW image of the other sources.
+        input_dtypes: the graph's element type per named input (numpy name), when `inputs` is set.
     """
 
     kind: str
@@ -53,6 +56,8 @@ class BenchSource:
     onnx_file: Path | None = None
     fixed_batch: int | None = None
     input_dtype: str = "float32"
+    inputs: list | None = None
+    input_dtypes: dict = field(default_factory=dict)
     _workdir: Path | None = None
     _onnx: Path | None = None
     _onnx_error: str | None = None
@@ -64,7 +69,9 @@ class BenchSource:
         return self.reference is not None
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "name": self.name, "input": [self.channels, self.height, self.width],
+        shape = ([self.channels, self.height, self.width] if self.inputs is None
+                 else {n: list(s[1:]) for n, s in self.input_shapes(1).items()})
+        return {"kind": self.kind, "name": self.name, "input": shape,
                 "variant": self.variant, "onnx": str(self.onnx_file) if self.onnx_file else None,
                 "export": dict(self.export_info)}
 
@@ -96,13 +103,49 @@ class BenchSource:
         self._onnx = next(a.onnx for a in status.artifacts if a.precision == "fp32")
         return self._onnx
 
+    def input_shapes(self, batch: int) -> dict[str, tuple[int, ...]]:
+        """Every input's shape at `batch`: a named input's dims at their export (opt) size, its first dim at
+        `batch` where that dim is dynamic (inputs with a fixed first dim keep it)."""
+        if self.inputs is None:
+            return {self.input_name: (batch, self.channels, self.height, self.width)}
+        return {t.name: tuple(batch if axis == 0 and d.dynamic else d.opt for axis, d in enumerate(t.dims))
+                for t in self.inputs}
+
+    def make_input(self, batch: int, seed: int):
+        """The seeded fp32 input at `batch`: one NCHW array, or for named inputs a dict name -> array in forward's
+        order, each of its own dtype (integers in the sidecar's [low, high), random bools)."""
+        if self.inputs is None:
+            from deploykit.export.verify import make_input
+
+            return make_input((batch, self.channels, self.height, self.width), seed)
+        from deploykit.sources.specs import make_feed
+
+        return make_feed(self.inputs, self.input_shapes(batch), seed)
+
+    def graph_feed(self, x):
+        """`x` in the element types the graph takes (an fp16 graph's float inputs in float16)."""
+        if not isinstance(x, dict):
+            return x.astype(self.input_dtype, copy=False)
+        return {n: a.astype(self.input_dtypes.get(n, a.dtype), copy=False) for n, a in x.items()}
+
     def expected(self, x) -> dict | None:
-        """Reference outputs (fp32 PyTorch on the CPU) for input array `x`; None without a PyTorch source."""
+        """Reference outputs (fp32 PyTorch on the CPU) for input `x` (an array, or a dict of named arrays), by ONNX
+        output name; None without a PyTorch source."""
         if self.reference is None:
             return None
-        from deploykit.export.verify import torch_outputs
+        import torch
 
-        return torch_outputs(self.reference, x, self.output_names)
+        from deploykit.validate.numerics import _to_numpy, match_outputs
+
+        arrays = x.values() if isinstance(x, dict) else (x,)
+        with torch.inference_mode():   # a dict of outputs pairs by name, anything else by position
+            out = self.reference(*(torch.from_numpy(a) for a in arrays))
+        matched, no_ref, no_onnx, _how = match_outputs(_to_numpy(out), self.output_names)
+        if no_ref or no_onnx:
+            raise CheckFailed(f"the PyTorch reference's outputs do not pair with the graph's: graph outputs without "
+                              f"a reference output {no_ref}, reference outputs without a graph output {no_onnx}",
+                              hint="bench the model with the sidecar it was exported with, or the matching --module")
+        return {n: matched[n] for n in self.output_names}
 
     def close(self) -> None:
         if self._workdir is not None:
@@ -160,28 +203,40 @@ def from_network(name: str, batches, size: tuple[int, int] | None = None) -> Ben
     return _from_config("network", name, networks.default_config(name), batches, size)
 
 
-def from_onnx(path: str | Path, size: tuple[int, int] | None = None, batches=()) -> BenchSource:
-    """An ONNX file; PyTorch is rebuilt from its deploykit manifest when one lies beside it."""
+def from_onnx(path: str | Path, size: tuple[int, int] | None = None, batches=(), source_flags: dict | None = None
+              ) -> BenchSource:
+    """An ONNX file; PyTorch is rebuilt from its deploykit manifest when one lies beside it.
+
+    A graph with several inputs, or an input that is not a float NCHW image, is fed by name from the sidecar's
+    `input_specs` (each input in its dtype, integers in their recorded range). `source_flags` (--module/--args/
+    --weights, as for validate) replace the sidecar's source of a user model's reference.
+    """
     import onnx
 
-    from deploykit.compare import Tolerance
     from deploykit.validate.core import load_model, read_manifest
 
     model, path = load_model(Path(path))
     graph_inputs = [i for i in model.graph.input if i.name not in {init.name for init in model.graph.initializer}]
-    if len(graph_inputs) != 1:
-        raise UserInputError(f"'{path}' has {len(graph_inputs)} inputs; deploykit bench runs single-input models",
-                             hint="benchmark a model with one input, or its single-input part")
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in graph_inputs[0].type.tensor_type.shape.dim]
-    if len(dims) != 4:
-        raise UserInputError(f"'{path}': input '{graph_inputs[0].name}' has rank {len(dims)}; bench expects NCHW",
-                             hint="pass a model whose input is an NCHW image batch")
-    name = graph_inputs[0].name
-    elem = graph_inputs[0].type.tensor_type.elem_type
-    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else None
-    if dtype is None or dtype.kind != "f":
-        raise UserInputError(f"'{path}': input '{name}' is {onnx.TensorProto.DataType.Name(elem)}; deploykit bench "
-                             "feeds image tensors, so it needs a float input", hint="bench a float-input model")
+    manifest = read_manifest(path)
+    if not graph_inputs:
+        raise UserInputError(f"'{path}' has no inputs; there is nothing to feed", hint="bench a model with inputs")
+    first = graph_inputs[0]
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in first.type.tensor_type.shape.dim]
+    dtypes = {}
+    for i in graph_inputs:
+        elem = i.type.tensor_type.elem_type
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem) if elem else None
+        if dtype is None:
+            raise UserInputError(f"'{path}': input '{i.name}' has no element type bench can feed",
+                                 hint="bench a model with typed inputs")
+        dtypes[i.name] = dtype.name
+    named = len(graph_inputs) != 1 or len(dims) != 4 or dtypes[first.name] not in ("float32", "float16")
+    if named or (manifest or {}).get("input_specs") and source_flags:
+        return _from_named_onnx(path, model, graph_inputs, dtypes, manifest, size, batches, source_flags)
+    if source_flags:
+        raise UserInputError("--module/--args/--weights need the named inputs of a user model's sidecar "
+                             "(deploykit.json) beside the ONNX file", hint="bench the model inside its repository")
+    name = first.name
     if dims[0] and batches and dims[0] not in batches:
         raise UserInputError(f"'{path}' fixes the batch of input '{name}' at {dims[0]}; --batch asks for "
                              f"{', '.join(map(str, batches))}",
@@ -190,27 +245,10 @@ def from_onnx(path: str | Path, size: tuple[int, int] | None = None, batches=())
         raise UserInputError(f"'{path}' fixes the size of input '{name}' at {dims[2] or '?'}x{dims[3] or '?'}; "
                              f"--size asks for {size[0]}x{size[1]}", hint="drop --size, or export with dynamic H/W")
     output_names = [o.name for o in model.graph.output]
-    manifest = read_manifest(path)
     source = BenchSource(kind="onnx", name=str(path), channels=0, height=0, width=0, variant=None,
                          input_name=name, output_names=output_names, onnx_file=path, fixed_batch=dims[0],
-                         input_dtype=dtype.name)
-    config = None
-    if manifest and "config" in manifest and importlib.util.find_spec("torch") is None:
-        source.export_info = {"manifest": True, "unverified": "outputs not checked: torch is not installed, so the "
-                              "manifest's PyTorch reference cannot run (pip install 'deploykit[export]')"}
-    elif manifest and "config" in manifest:
-        from deploykit.export.config import parse_config
-        from deploykit.export.source import build_modules
-
-        config = parse_config(manifest["config"], f"manifest beside {path}")
-        mods = build_modules(config)
-        precision = manifest.get("precision", "fp32")
-        source.reference, source.safe, source.config = mods.reference, mods.exported, config
-        source.variant = config.source.variant
-        source.tolerance = Tolerance(**config.tolerances.get(precision, config.tolerances["fp32"]).model_dump())
-        source.export_info = {"manifest": True, "precision": precision}
-    else:
-        source.export_info = {"manifest": False}
+                         input_dtype=dtypes[name])
+    config, mods = _attach_reference(source, manifest, path, None)
     c, h, w = dims[1], dims[2], dims[3]
     if size is not None:
         h, w = size
@@ -225,4 +263,73 @@ def from_onnx(path: str | Path, size: tuple[int, int] | None = None, batches=())
         raise UserInputError(f"'{path}': input dims {dims} are symbolic and nothing says how to size them",
                              hint="pass --size HxW (channels must be static), or bench a deploykit export")
     source.channels, source.height, source.width = int(c), int(h), int(w)
+    return source
+
+
+def _attach_reference(source: BenchSource, manifest, path: Path, source_flags: dict | None):
+    """Rebuild the PyTorch reference from the sidecar's config (its source replaced by `source_flags`), when
+    there is one and torch is installed. Returns (config or None, built ModelSource or None)."""
+    from deploykit.compare import Tolerance
+
+    if not (manifest and "config" in manifest):
+        source.export_info = {"manifest": False}
+        return None, None
+    if importlib.util.find_spec("torch") is None:
+        source.export_info = {"manifest": True, "unverified": "outputs not checked: torch is not installed, so the "
+                              "manifest's PyTorch reference cannot run (pip install 'deploykit[export]')"}
+        return None, None
+    from deploykit.export.config import parse_config
+    from deploykit.export.source import build_modules
+
+    data, origin = manifest["config"], f"manifest beside {path}"
+    if source_flags:
+        data = {**data, "source": dict(data.get("source") or {})}
+        if "module" in source_flags:
+            for key in ("block", "network", "module", "program"):
+                data["source"].pop(key, None)
+        data["source"].update(source_flags)
+        origin += " with --module/--args/--weights"
+    config = parse_config(data, origin)
+    mods = build_modules(config)
+    precision = manifest.get("precision", "fp32")
+    source.reference, source.safe, source.config = mods.reference, mods.exported, config
+    source.variant = config.source.variant
+    source.tolerance = Tolerance(**config.tolerances.get(precision, config.tolerances["fp32"]).model_dump())
+    source.export_info = {"manifest": True, "precision": precision}
+    return config, mods
+
+
+def _from_named_onnx(path, model, graph_inputs, dtypes, manifest, size, batches, source_flags) -> BenchSource:
+    """A graph fed by input name from the sidecar's input specs (several inputs, integer or bool inputs)."""
+    from deploykit.sources.specs import Dim, TensorInput
+
+    names = [i.name for i in graph_inputs]
+    specs = {s.get("name"): s for s in (manifest or {}).get("input_specs") or [] if isinstance(s, dict)}
+    if set(specs) != set(names):
+        raise UserInputError(f"'{path}' has inputs {', '.join(names)}; deploykit bench feeds such a model by name "
+                             f"from the input_specs of its deploykit.json sidecar, and "
+                             + ("there is none" if not specs else f"the sidecar names {', '.join(specs)}"),
+                             hint="bench the model inside the repository `deploykit export` wrote")
+    inputs = []
+    for name in names:
+        spec = specs[name]
+        opt, lo, hi = spec["shape"], spec.get("min", spec["shape"]), spec.get("max", spec["shape"])
+        dims = [Dim(int(o), int(a), int(b)) for o, a, b in zip(opt, lo, hi)]
+        if size is not None and len(dims) == 4:   # --size sets the H and W of image inputs
+            for axis, s in ((2, size[0]), (3, size[1])):
+                if not dims[axis].lo <= s <= dims[axis].hi:
+                    raise UserInputError(f"--size {size[0]}x{size[1]}: input '{name}' takes H, W in "
+                                         f"{lo[2]}..{hi[2]} x {lo[3]}..{hi[3]}", hint="pick a --size in that range")
+                dims[axis] = Dim(s, dims[axis].lo, dims[axis].hi)
+        dtype = spec.get("dtype", dtypes[name])
+        inputs.append(TensorInput(name, "float32" if dtype in ("float32", "float16") else dtype, tuple(dims),
+                                  int(spec.get("low", 0)), int(spec.get("high", 2))))
+    fixed = inputs[0].dims[0].opt if inputs[0].dims and not inputs[0].dims[0].dynamic else None
+    if fixed and batches and fixed not in batches:
+        raise UserInputError(f"'{path}' fixes the batch of input '{names[0]}' at {fixed}; --batch asks for "
+                             f"{', '.join(map(str, batches))}", hint=f"pass --batch {fixed}")
+    source = BenchSource(kind="onnx", name=str(path), channels=0, height=0, width=0, variant=None,
+                         input_name=names[0], output_names=[o.name for o in model.graph.output], onnx_file=path,
+                         fixed_batch=fixed, input_dtype=dtypes[names[0]], inputs=inputs, input_dtypes=dtypes)
+    _attach_reference(source, manifest, path, source_flags)
     return source

@@ -117,8 +117,12 @@ def _resolve_device(device: str) -> str:
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Also write the rows as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Also write a PNG of latency vs batch per backend (needs matplotlib: deploykit[bench]).")
+@click.option("--module", "module", help="MODEL.onnx's PyTorch reference, PKG.MOD:CALLABLE or file.py:CALLABLE (runs "
+                                       "your code), replacing the sidecar's source.")
+@click.option("--args", "module_args", help="--module's keyword arguments: JSON, YAML or @file.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Checkpoint for the reference (--module or the sidecar's).")
 def bench(onnx_model, block, network, backends, batches, size, warmup, iters, rounds, threads, device, seed,
-          as_json, csv_path, plot_path):
+          as_json, csv_path, plot_path, module, module_args, weights):
     """Benchmark a block (--block), a network (--model) or an ONNX file across backends.
 
     Every backend's outputs are compared with PyTorch before it is timed; a backend whose outputs differ is
@@ -132,6 +136,13 @@ def bench(onnx_model, block, network, backends, batches, size, warmup, iters, ro
     if len(chosen) != 1:
         raise click.UsageError("pass exactly one of --block NAME, --model NAME or MODEL.onnx"
                                + (f"; got {', '.join(chosen)}" if chosen else ""))
+    from deploykit.commands.validate import _source_flags
+
+    source_flags = _source_flags(module, module_args, weights)
+    if source_flags and not onnx_model:
+        raise click.UsageError("--module/--args/--weights name the reference of MODEL.onnx; pass the ONNX file")
+    if source_flags:
+        require("torch", extra="export", purpose="the PyTorch reference of --module/--weights")
     backend_names = _parse_backends(backends)
     batch_sizes = _parse_batches(batches)
     hw = _parse_size(size) if size else None
@@ -153,10 +164,10 @@ def bench(onnx_model, block, network, backends, batches, size, warmup, iters, ro
     elif network:
         src = sources.from_network(network, batch_sizes, hw)
     else:
-        src = sources.from_onnx(onnx_model, hw, batch_sizes)
+        src = sources.from_onnx(onnx_model, hw, batch_sizes, source_flags)
     from deploykit.machine import check_input_fits
 
-    check_input_fits([(b, src.channels, src.height, src.width) for b in batch_sizes], what="benchmarking",
+    check_input_fits([s for b in batch_sizes for s in src.input_shapes(b).values()], what="benchmarking",
                      hint="lower the largest --batch or the --size")
     settings = BenchSettings(backends=backend_names, batches=batch_sizes, warmup=warmup, iters=iters,
                              rounds=rounds, threads=threads, device=dev, seed=seed)

@@ -72,10 +72,11 @@ def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: st
                 {axis: _dim(torch, dim_name, lo, hi) for axis, (dim_name, lo, hi) in dynamic_axes.get(name, {}).items()} or None
                 for name in input_names
             )
-            program = torch.onnx.export(
-                module, example_inputs, dynamo=True, input_names=input_names, output_names=output_names,
-                dynamic_shapes=dims, opset_version=opset, optimize=True, verbose=False, report=False,
-            )
+            with _strip_pools_as_means(module, any(dynamic_axes.values())):
+                program = torch.onnx.export(
+                    module, example_inputs, dynamo=True, input_names=input_names, output_names=output_names,
+                    dynamic_shapes=dims, opset_version=opset, optimize=True, verbose=False, report=False,
+                )
             program.save(str(path), external_data=False)
         elif exporter == "torchscript":
             axes_ts = {name: {axis: dim_name or f"{name}_{axis}" for axis, (dim_name, _, _) in axes.items()}
@@ -87,6 +88,42 @@ def export_onnx(module, example_inputs: tuple, path: str | Path, *, exporter: st
         else:
             raise ValueError(f"unknown exporter {exporter!r}; valid: {', '.join(EXPORTERS)}")
     return buf.getvalue()
+
+
+@contextlib.contextmanager
+def _strip_pools_as_means(module, dynamic: bool):
+    """While exporting with dynamic shapes, `nn.AdaptiveAvgPool2d((None, 1))` and `((1, None))` (Coordinate
+    Attention's strip pools) run as the mean over the pooled dimension, which they are by definition.
+
+    torch.onnx's dynamo exporter (torch 2.13) writes such a pool as an AveragePool whose kernel is the example's
+    size, so the graph is wrong at every other size. The modules are swapped in place and put back afterwards.
+    """
+    import torch
+
+    swapped = []
+    if dynamic:
+        for parent in module.modules():
+            for name, child in list(parent.named_children()):
+                size = getattr(child, "output_size", None)
+                if (type(child) is torch.nn.AdaptiveAvgPool2d and isinstance(size, (tuple, list))
+                        and sorted(size, key=str) == [1, None]):
+                    swapped.append((parent, name, child))
+                    setattr(parent, name, _strip_mean(3 if size[1] == 1 else 2))
+    try:
+        yield
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+
+
+def _strip_mean(dim: int):
+    import torch
+
+    class StripMean(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim, keepdim=True)
+
+    return StripMean()
 
 
 # What each exporter imports on first use; importing it early lets other work overlap those seconds.

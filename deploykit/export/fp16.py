@@ -13,8 +13,9 @@ nodes read it, behind a Cast back to fp32 (so those entries are dropped first: a
 own type); a graph output produced by a kept node would be re-declared fp16 (so it is cast back to fp32 when
 I/O stays fp32, and the fp32 -> fp16 -> fp32 round trip is then skipped); a ConstantOfShape without a
 `value` (an fp32 zero by default) would be re-declared fp16 while still making fp32 (so the default is
-written out first, and the converter then converts it); and unnamed nodes would get identically named
-boundary Casts (so every node gets a unique name first).
+written out first, and the converter then converts it); a Cast to fp32 whose output it re-declares fp16 (a
+shape-derived scalar) would keep making fp32 (so it is made to cast to fp16); and unnamed nodes would get
+identically named boundary Casts (so every node gets a unique name first).
 
 Weights are rounded to the nearest fp16, saturating at +-65504 instead of the converter's default 1e4, and
 nonzero values below the smallest fp16 (2**-24) become +-2**-24 rather than zero, so an epsilon stays an
@@ -57,6 +58,7 @@ def convert_to_fp16(model, *, keep_io_types: bool = True, fp32_ops=DEFAULT_FP32_
             model, keep_io_types=keep_io_types, op_block_list=list(fp32_ops), node_block_list=fp32_nodes,
             min_positive_val=FP16_SMALLEST, max_finite_val=FP16_MAX,
         )
+    _casts_make_their_declared_type(half)
     if keep_io_types:
         _restore_output_types(half, declared)
     _skip_fp16_round_trips(half)
@@ -135,6 +137,27 @@ def _private_initializers(model, kept: set[str]) -> None:
                     graph.initializer.append(copy)
                     inits[copy_name] = copy
                 node.input[i] = copy_name
+
+
+def _casts_make_their_declared_type(model) -> None:
+    """A Cast to fp32 whose output the converter re-declared fp16 now casts to fp16.
+
+    The dynamo exporter turns a Python number computed from shapes (SimAM's `n = h * w - 1`, written
+    `scalar_tensor`) into an int64 -> fp32 Cast with an fp32 value_info. The converter re-declares that value
+    fp16, as every fp32 value an fp16 node reads, but leaves the Cast's `to`, so the graph contradicts itself and
+    ONNX Runtime refuses it. Its readers are fp16 nodes, so the Cast makes fp16 directly.
+    """
+    from onnx import TensorProto
+
+    graph = model.graph
+    declared = {v.name: v.type.tensor_type.elem_type for v in graph.value_info}
+    outputs = {o.name for o in graph.output}
+    for node in graph.node:
+        if (node.op_type == "Cast" and node.domain in ("", "ai.onnx") and node.output[0] not in outputs
+                and declared.get(node.output[0]) == TensorProto.FLOAT16):
+            for attr in node.attribute:
+                if attr.name == "to" and attr.i == TensorProto.FLOAT:
+                    attr.i = TensorProto.FLOAT16
 
 
 def _restore_output_types(model, declared: dict[str, int]) -> None:

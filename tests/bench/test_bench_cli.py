@@ -290,7 +290,8 @@ def test_fp16_input_graph_is_fed_fp16_and_an_int_input_is_refused(cli, tmp_path,
     assert row["status"] == "unverified" and row["latency_ms"] is not None
     ints = _conv_model(tmp_path / "int.onnx", batch=None, hw=None, elem=TensorProto.INT64)
     result = cli("bench", ints, "--backends", "ort", "--batch", "1", *FAST)
-    assert result.exit_code == 2 and "needs a float input" in result.stderr
+    # An integer input is fed from the sidecar's input specs (its value range); without a sidecar there are none.
+    assert result.exit_code == 2 and "input_specs of its deploykit.json sidecar" in result.stderr
 
 
 def test_unwritable_results_paths_and_oversized_inputs_fail_before_running(cli, tmp_path, monkeypatch):

@@ -135,3 +135,27 @@ def test_kept_nodes_in_a_row_pass_fp32_between_them():
     x = np.array([[300.0, 500.0, -250.0]], np.float32)
     out = run(convert_to_fp16(model, fp32_nodes=["square", "back"]), x)
     np.testing.assert_array_equal(out, np.zeros_like(x))
+
+
+@pytest.mark.parametrize("keep", [[], ["total"]])
+def test_a_cast_to_fp32_of_a_shape_scalar_feeds_fp16_arithmetic(keep):
+    # SimAM's `n = h * w - 1` as the dynamo exporter writes it: an int64 size Cast to fp32 (declared fp32 in
+    # value_info), dividing a sum. The converter re-declares the Cast's output fp16 but leaves `to` at fp32.
+    # y = x / (sum(x) / (n - 1)) with n the row count.
+    model = graph([
+        helper.make_node("Constant", [], ["one"], name="one", value=numpy_helper.from_array(np.array([1], np.int64))),
+        helper.make_node("Shape", ["x"], ["s"], name="shape", start=0, end=1),
+        helper.make_node("Sub", ["s", "one"], ["n1"], name="minus_one"),
+        helper.make_node("Squeeze", ["n1"], ["n1s"], name="squeeze"),
+        helper.make_node("Cast", ["n1s"], ["scalar"], name="scalar_tensor", to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["x"], ["total"], name="total", keepdims=1),
+        helper.make_node("Div", ["total", "scalar"], ["mean"], name="mean"),
+        helper.make_node("Div", ["x", "mean"], ["y"], name="y"),
+    ])
+    model.graph.value_info.extend([helper.make_tensor_value_info("scalar", TensorProto.FLOAT, []),
+                                   helper.make_tensor_value_info("mean", TensorProto.FLOAT, [1, 1])])
+    onnx.checker.check_model(model, full_check=True)
+    x = np.linspace(0.5, 3, 12, dtype=np.float32).reshape(4, 3)
+    half = convert_to_fp16(model, fp32_nodes=keep)
+    onnx.checker.check_model(half, full_check=True)
+    np.testing.assert_allclose(run(half, x), x / (x.sum() / 3), rtol=2e-3)

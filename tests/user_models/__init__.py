@@ -94,11 +94,15 @@ class UserModel:
         return tuple(spec.example(gen, (sizes or {}).get(spec.name)) for spec in self.inputs)
 
     def input_args(self) -> list[str]:
+        """The --input / --dynamic flags: each input with its dtype (and value range for integers, so labels stay
+        valid class indices) and every dynamic dimension's min:opt:max."""
         args = []
         for spec in self.inputs:
-            args += ["--input", f"{spec.name}:{spec.cli_shape()}"]
+            values = f":0..{spec.high}" if spec.high else ""
+            args += ["--input", f"{spec.name}:{spec.cli_shape()}:{spec.dtype}{values}"]
             if spec.dynamic:
-                args += ["--dynamic", f"{spec.name}:{','.join(str(d) for d in sorted(spec.dynamic))}"]
+                axes = ",".join(f"{a}={lo}:{opt}:{hi}" for a, (lo, opt, hi) in sorted(spec.dynamic.items()))
+                args += ["--dynamic", f"{spec.name}:{axes}"]
         return args
 
 

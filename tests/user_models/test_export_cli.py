@@ -18,18 +18,6 @@ pytestmark = pytest.mark.slow
 TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2}
 
 
-def cli_args(entry: UserModel) -> list[str]:
-    """The --input / --dynamic flags of an entry, with its dtypes, value ranges and min:opt:max ranges."""
-    args = []
-    for spec in entry.inputs:
-        text = f"{spec.name}:{'x'.join(map(str, spec.shape))}:{spec.dtype}"
-        args += ["--input", text + (f":0..{spec.high}" if spec.high else "")]
-        if spec.dynamic:
-            axes = ",".join(f"{a}={lo}:{opt}:{hi}" for a, (lo, opt, hi) in sorted(spec.dynamic.items()))
-            args += ["--dynamic", f"{spec.name}:{axes}"]
-    return args
-
-
 def trained(entry: UserModel, seed: int) -> torch.nn.Module:
     """The entry's model with non-trivial weights and normalisation statistics, as after training."""
     torch.manual_seed(seed)
@@ -64,7 +52,7 @@ def exported(tmp_path_factory):
         ckpt = root / f"{entry.name}.pth"
         torch.save({"model_ema": trained(entry, i).state_dict()}, ckpt)
         result = subprocess.run([sys.executable, "-m", "deploykit", "export", "--module", entry.module_arg,
-                                 *cli_args(entry), "--weights", str(ckpt), "--name", entry.name,
+                                 *entry.input_args(), "--weights", str(ckpt), "--name", entry.name,
                                  "--out", str(repo), "--json"], capture_output=True, text=True)
         done[entry.name] = (result, ckpt)
     return repo, done
