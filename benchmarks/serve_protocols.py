@@ -10,6 +10,20 @@ Runtime session. The server runs with `--batching off` so the comparison is of t
 
 Target (issue 20): gRPC throughput at concurrency 8 >= the HTTP path's on the same model.
 
+PyTriton (optional benchmark dependency, run by hand, in no extra): where an interpreter with
+`nvidia-pytriton` and `onnxruntime` is found (`--pytriton-python`, default this one), the same exported ONNX
+file is also served by PyTriton in a child process: Triton's own HTTP and gRPC frontends on 127.0.0.1 ports,
+PyTriton's default dynamic batcher, and a Python infer function running one ONNX Runtime session with
+deploykit serve's thread settings (default intra-op threads, spinning off). Its windows are alternated with
+deploykit's under the same client load, after checking its outputs equal the local session's bit for bit.
+nvidia-pytriton 0.7.0 requires numpy<2 (its stub's tensors come back empty under numpy 2), so it usually
+lives in a venv of its own:
+
+    python3 -m venv /tmp/pyt && /tmp/pyt/bin/pip install nvidia-pytriton==0.7.0 numpy==1.26.4 onnxruntime
+    python benchmarks/serve_protocols.py --pytriton-python /tmp/pyt/bin/python
+
+Without it the script says so in one line and measures deploykit alone.
+
     python benchmarks/serve_protocols.py                     # -> benchmarks/results/serve_protocols.md
     python benchmarks/serve_protocols.py --models se --duration 1 --rounds 1 --out /tmp/quick.md
 """
@@ -79,11 +93,114 @@ class Server:
         os.unlink(self.log.name)
 
 
+PYTRITON_READY = "pytriton: listening"
+
+PYTRITON_CHILD = r"""
+import sys, numpy as np, onnxruntime as ort
+from pytriton.decorators import batch
+from pytriton.model_config import ModelConfig, Tensor, DynamicBatcher
+from pytriton.triton import Triton, TritonConfig
+name, onnx, http, grpc, metrics = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+options = ort.SessionOptions()
+options.log_severity_level = 3
+options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as deploykit serve
+session = ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
+shape = session.get_inputs()[0].shape[1:]
+
+@batch
+def infer(input):
+    return {"output": session.run(["output"], {"input": input})[0]}
+
+config = TritonConfig(http_address="127.0.0.1", http_port=http, grpc_address="127.0.0.1", grpc_port=grpc,
+                      metrics_port=metrics, allow_metrics=False, log_verbose=0)
+with Triton(config=config) as triton:
+    triton.bind(model_name=name, infer_func=infer, inputs=[Tensor(name="input", dtype=np.float32, shape=shape)],
+                outputs=[Tensor(name="output", dtype=np.float32, shape=(-1,) * len(shape))],
+                config=ModelConfig(max_batch_size=8, batcher=DynamicBatcher()), strict=False)
+    triton.run()
+    print(f"pytriton: listening 127.0.0.1:{http} 127.0.0.1:{grpc}", flush=True)
+    sys.stdin.read()  # until the parent closes our stdin
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pytriton_missing(python: str) -> str | None:
+    """Why `python` cannot run PyTriton (None: it can)."""
+    probe = ("import numpy, onnxruntime, pytriton, importlib.metadata as m; "
+             "print(m.version('nvidia-pytriton'), numpy.__version__)")
+    done = subprocess.run([python, "-c", probe], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"{python} cannot import pytriton/onnxruntime"
+    version, numpy_version = done.stdout.split()
+    if int(numpy_version.split(".")[0]) >= 2:
+        return f"nvidia-pytriton {version} under {python} has numpy {numpy_version} (it needs numpy<2)"
+    return None
+
+
+class PyTritonServer:
+    """PyTriton serving one ONNX file in a child process (Triton's HTTP and gRPC frontends)."""
+
+    def __init__(self, python: str, model):
+        import sysconfig
+
+        env = dict(os.environ)
+        # Triton's Python stub links libpython3.X; point it at this Python's own (not the distribution's).
+        libdir = sysconfig.get_config_var("LIBDIR") or ""
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libdir, env.get("LD_LIBRARY_PATH", "")) if p)
+        ports = [str(_free_port()) for _ in range(3)]
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="pytriton-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen([python, "-c", PYTRITON_CHILD, model.name, str(model.onnx), *ports],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+                                     env=env, start_new_session=True)
+        self.http = self.grpc = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith(PYTRITON_READY):
+                self.http, self.grpc = line.split()[2:4]
+                break
+        if self.http is None:
+            self.close()
+            raise SystemExit(f"PyTriton did not start:\n{Path(self.log.name).read_text()[-3000:]}")
+
+    def cpu_seconds(self) -> float:
+        """CPU of the child and everything under it (tritonserver, its Python stub)."""
+        total, todo = 0.0, [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            total += _process_seconds(pid)
+            try:
+                todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            except OSError:
+                pass
+        return total
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self.log.close()
+        os.unlink(self.log.name)
+
+
 class Protocol:
     """One protocol's asyncio client and the request it sends, prepared once."""
 
-    def __init__(self, name: str, address: str, model):
-        self.name, self.model = name, model
+    def __init__(self, name: str, address: str, model, server: str = "deploykit"):
+        self.name, self.model, self.server = name, model, server
         if name == "http":
             import tritonclient.http.aio as client_mod
 
@@ -124,34 +241,42 @@ class Protocol:
 
 async def run(args, models, repo: Path) -> tuple[list[dict], float]:
     server = Server(repo, ["--batching", "off"])
-    rows = []
+    rows, other_cpu = [], 0.0
     try:
         for model in models:
             protocols = [Protocol("http", server.http, model), Protocol("grpc", server.grpc, model)]
+            pytriton = PyTritonServer(args.pytriton_python, model) if args.pytriton else None
+            if pytriton is not None:
+                protocols += [Protocol("http", pytriton.http, model, "pytriton"),
+                              Protocol("grpc", pytriton.grpc, model, "pytriton")]
             for p in protocols:
                 for _ in range(3):
                     y = await p.infer()
                     if not np.array_equal(y, model.expected):
-                        raise SystemExit(f"{p.name} answered {model.name} differently from a local session")
+                        raise SystemExit(f"{p.server} {p.name} answered {model.name} differently from a local session")
                 await p.measure(max(args.concurrency), min(1.0, args.duration))  # warm-up
-            cells = {(p.name, c): [] for p in protocols for c in args.concurrency}
+            cells = {(p.server, p.name, c): [] for p in protocols for c in args.concurrency}
             lats = {key: [] for key in cells}
             for round_ in range(args.rounds):
                 for c in args.concurrency:
                     order = protocols if round_ % 2 == 0 else protocols[::-1]  # alternate who goes first
                     for p in order:
                         rate, lat = await p.measure(c, args.duration)
-                        cells[(p.name, c)].append(rate)
-                        lats[(p.name, c)] += lat
-                        print(f"{model.name} round {round_ + 1} c={c} {p.name}: {rate:.0f} req/s", flush=True)
-            for (name, c), rates in cells.items():
-                rows.append({"model": model.name, "shape": model.shape, "protocol": name, "concurrency": c,
-                             "rate": statistics.median(rates), "rates": rates,
-                             "p50": float(np.percentile(lats[(name, c)], 50)),
-                             "p99": float(np.percentile(lats[(name, c)], 99))})
+                        cells[(p.server, p.name, c)].append(rate)
+                        lats[(p.server, p.name, c)] += lat
+                        print(f"{model.name} round {round_ + 1} c={c} {p.server} {p.name}: {rate:.0f} req/s",
+                              flush=True)
+            for (who, name, c), rates in cells.items():
+                rows.append({"model": model.name, "shape": model.shape, "server": who, "protocol": name,
+                             "concurrency": c, "rate": statistics.median(rates), "rates": rates,
+                             "p50": float(np.percentile(lats[(who, name, c)], 50)),
+                             "p99": float(np.percentile(lats[(who, name, c)], 99))})
             for p in protocols:
                 await p.close()
-        return rows, server.cpu_seconds()
+            if pytriton is not None:
+                other_cpu += pytriton.cpu_seconds()
+                pytriton.close()
+        return rows, server.cpu_seconds() + other_cpu
     finally:
         server.close()
 
@@ -184,15 +309,42 @@ def render(rows, env, args, others_cores) -> list[str]:
     verdicts = []
     for name in dict.fromkeys(r["model"] for r in rows):
         for c in args.concurrency:
-            h = next(r for r in rows if r["model"] == name and r["protocol"] == "http" and r["concurrency"] == c)
-            g = next(r for r in rows if r["model"] == name and r["protocol"] == "grpc" and r["concurrency"] == c)
+            h = _row(rows, name, "deploykit", "http", c)
+            g = _row(rows, name, "deploykit", "grpc", c)
             ratio = g["rate"] / h["rate"]
             lines.append(f"| {name} | {'x'.join(map(str, h['shape']))} | {c} | {h['rate']:.0f} | {g['rate']:.0f} | "
                          f"{ratio:.2f}x | {h['p50']:.2f} / {h['p99']:.2f} | {g['p50']:.2f} / {g['p99']:.2f} |")
             if c == 8:
                 verdicts.append(f"- {name}: gRPC at concurrency 8 = {ratio:.2f}x HTTP (target >= 1x): "
                                 f"**{'met' if ratio >= 1 else 'MISSED'}**")
-    return lines + ["", "## Target", "", *verdicts, ""]
+    lines += ["", "## Target", "", *verdicts, ""]
+    if not any(r["server"] == "pytriton" for r in rows):
+        return lines + [f"PyTriton was not compared: {args.pytriton_skipped}.", ""]
+    lines += [
+        "## deploykit serve against PyTriton",
+        "",
+        f"PyTriton {env.get('pytriton', '')}: Triton's HTTP and gRPC frontends and its default dynamic batcher "
+        "(max_batch_size 8), the same ONNX file in a Python infer function (one ONNX Runtime session, spinning off); "
+        "deploykit `--batching off`. Windows of the four servers x protocols alternated within each round; the "
+        "same clients and requests; outputs equal bit for bit before timing.",
+        "",
+        "| model | protocol | concurrency | deploykit req/s | PyTriton req/s | deploykit / PyTriton | "
+        "deploykit p50/p99 ms | PyTriton p50/p99 ms |",
+        "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in dict.fromkeys(r["model"] for r in rows):
+        for proto in ("http", "grpc"):
+            for c in args.concurrency:
+                d, t = _row(rows, name, "deploykit", proto, c), _row(rows, name, "pytriton", proto, c)
+                lines.append(f"| {name} | {'HTTP' if proto == 'http' else 'gRPC'} | {c} | {d['rate']:.0f} | "
+                             f"{t['rate']:.0f} | {d['rate'] / t['rate']:.2f}x | {d['p50']:.2f} / {d['p99']:.2f} | "
+                             f"{t['p50']:.2f} / {t['p99']:.2f} |")
+    return lines + [""]
+
+
+def _row(rows, model: str, server: str, protocol: str, c: int) -> dict:
+    return next(r for r in rows if r["model"] == model and r["server"] == server and r["protocol"] == protocol
+                and r["concurrency"] == c)
 
 
 def main(argv=None) -> int:
@@ -203,11 +355,22 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per timed window")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--pytriton-python", default=sys.executable,
+                        help="an interpreter with nvidia-pytriton, onnxruntime and numpy<2 (default: this one)")
+    parser.add_argument("--no-pytriton", action="store_true", help="measure deploykit alone")
     args = parser.parse_args(argv)
+    args.pytriton_skipped = "--no-pytriton" if args.no_pytriton else pytriton_missing(args.pytriton_python)
+    args.pytriton = args.pytriton_skipped is None
+    if not args.pytriton:
+        print(f"PyTriton not compared: {args.pytriton_skipped}; measuring deploykit alone", flush=True)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
     env = environment()
     env["libs"].update({k: v for k, v in (("grpcio", _version("grpcio")), ("protobuf", _version("protobuf"))) if v})
+    if args.pytriton:
+        env["pytriton"] = subprocess.run([args.pytriton_python, "-c", "import importlib.metadata as m; "
+                                          "print(m.version('nvidia-pytriton'))"], capture_output=True,
+                                         text=True).stdout.strip()
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     tmp = None
     repo = args.repo
