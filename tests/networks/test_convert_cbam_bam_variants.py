@@ -17,6 +17,7 @@ from torch import nn
 
 from deploykit.blocks.init import randomize_for_verification
 from deploykit.networks.convert import make_export_safe
+from tests.networks.convert_helpers import Host, assert_swapped_after_proof
 
 # --- Jongchan/attention-module CBAM, all pool types ----------------------------------------------------------
 
@@ -206,15 +207,6 @@ class YoloCBAM(nn.Module):
         return self.spatial_attention(out) * out
 
 
-class Host(nn.Module):
-    def __init__(self, block, channels):
-        super().__init__()
-        self.stem = nn.Conv2d(3, channels, 3, padding=1)
-        self.block = block
-        self.head = nn.Conv2d(channels, 4, 1)
-
-    def forward(self, x):
-        return self.head(self.block(self.stem(x)))
 
 
 CBAM_CASES = {
@@ -235,17 +227,9 @@ CBAM_CASES = {
 @pytest.mark.parametrize("name", list(CBAM_CASES))
 def test_cbam_variant_is_swapped_after_proof(name):
     factory, channels, expected = CBAM_CASES[name]
-    model = randomize_for_verification(Host(factory(), channels), seed=7).eval()
-    converted, report = make_export_safe(model, torch.randn(2, 3, 12, 10))
-    assert [c.path for c in report.replaced] == ["block"] and not report.not_replaced, report.summary()
-    record = report.replaced[0]
-    assert record.block == "cbam" and type(converted.block).__name__ == "CBAMSafe"
-    assert expected.items() <= record.args.items(), record.args
-    assert record.max_abs <= 1e-4 and record.max_abs_seeded <= 1e-4
-    for size, scale in (((1, 3, 5, 9), 1.0), ((3, 3, 21, 17), 5.0)):
-        x = torch.randn(size) * scale
-        with torch.no_grad():
-            torch.testing.assert_close(converted(x), model(x), atol=1e-4, rtol=1e-4)
+    assert_swapped_after_proof(factory(), channels, kind="cbam", twin="CBAMSafe", expected=expected, seed=7,
+                               proof_size=(2, 3, 12, 10), checks=(((1, 3, 5, 9), 1.0), ((3, 3, 21, 17), 5.0)),
+                               tol=1e-4)
 
 
 class SpatialFirstCBAM(JongchanCBAM):

@@ -19,6 +19,7 @@ from torch import nn
 
 from deploykit.blocks.init import randomize_for_verification
 from deploykit.networks.convert import make_export_safe
+from tests.networks.convert_helpers import Host, assert_swapped_after_proof
 
 
 def _make_divisible(v, divisor=8):
@@ -122,17 +123,6 @@ class LinearFc12SE(nn.Module):
         return x * w[:, :, None, None]
 
 
-class Host(nn.Module):
-    """A conv stem, the block under test, a conv after it: the block sits inside a model as in real code."""
-
-    def __init__(self, block, channels):
-        super().__init__()
-        self.stem = nn.Conv2d(3, channels, 3, padding=1)
-        self.block = block
-        self.head = nn.Conv2d(channels, 4, 1)
-
-    def forward(self, x):
-        return self.head(self.block(self.stem(x)))
 
 
 CASES = {
@@ -166,20 +156,11 @@ CASES = {
 @pytest.mark.parametrize("name", list(CASES))
 def test_se_variant_is_swapped_after_proof(name):
     factory, channels, expected = CASES[name]
-    model = randomize_for_verification(Host(factory(), channels), seed=5).eval()
-    x = torch.randn(2, 3, 11, 13)
-    converted, report = make_export_safe(model, x)
-    assert [c.path for c in report.replaced] == ["block"], report.summary()
-    record = report.replaced[0]
-    assert record.block == "se" and type(converted.block).__name__ == "SEModuleSafe"
-    assert expected.items() <= record.args.items(), record.args
-    assert record.max_abs <= 1e-5 and record.max_abs_seeded <= 1e-5
-    # Independent of the proof's inputs: the converted model against the original on new sizes and data,
-    # including large activations (hard-sigmoid saturates, ReLU6 clips at 6).
-    for size, scale in (((1, 3, 7, 5), 1.0), ((3, 3, 20, 16), 8.0)):
-        x = torch.randn(size) * scale
-        with torch.no_grad():
-            torch.testing.assert_close(converted(x), model(x), atol=1e-5, rtol=1e-5)
+    # The checks after the proof use new sizes and data, including large activations (hard-sigmoid
+    # saturates, ReLU6 clips at 6).
+    assert_swapped_after_proof(factory(), channels, kind="se", twin="SEModuleSafe", expected=expected, seed=5,
+                               proof_size=(2, 3, 11, 13), checks=(((1, 3, 7, 5), 1.0), ((3, 3, 20, 16), 8.0)),
+                               tol=1e-5)
 
 
 class AttentionPoolSE(TimmSEModule):
