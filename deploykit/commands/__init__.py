@@ -32,7 +32,7 @@ def export_failure(error: str, *, model: str | None = None, report: str | None =
     """`deploykit export --json` for an export that stopped before it had a status: its shape, no results."""
     return {"passed": False, "model": model, "onnx": None, "manifest": None, "parity": {}, "artifacts": [],
             "exporter": None, "attempts": [], "simplified": False, "stages": [], "first_failed_stage": None,
-            "error": error, "report": report, "weights": None, "conversion": None}
+            "error": error, "report": report, "weights": None, "conversion": None, "allow_non_finite": False}
 
 
 def failure_json(command: str | None, error: str) -> dict:
