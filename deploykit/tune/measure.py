@@ -3,7 +3,8 @@
 Interleaving: each round times `iters` calls of every live candidate in turn (after one untimed call that
 wakes its threads), the order reversed every other round, so load that comes and goes on a shared machine
 falls on all of them alike. A candidate's
-score is the geometric mean over batch sizes of its median call time.
+score is the geometric mean over batch sizes of its median call time; the pick is the best score among the
+candidates never slower than the baseline (OpenVINO's default) at any batch size.
 """
 
 from __future__ import annotations
@@ -91,15 +92,43 @@ def speedup(c: Candidate, base: Candidate) -> float:
     return math.exp(sum(math.log(r) for r in ratios) / len(ratios))
 
 
+def never_slower(c: Candidate, baseline: Candidate) -> bool:
+    """c's median is at or under the baseline's at every batch size both were timed at."""
+    shared = [b for b in baseline.times_ms if b in c.times_ms]
+    return bool(shared) and all(median_ms(c, b) <= median_ms(baseline, b) for b in shared)
+
+
 def choose(cands: list[Candidate]) -> Choice:
+    """The fastest passing installable candidate by geomean, among those never slower than a baseline.
+
+    A baseline (openvino-default: what `compile_model(onnx)` gives a user for free) is never installed, but a
+    pick that loses to it at some batch size is no pick: a geomean win at batch 8 must not hide a loss at
+    batch 1. Only when no candidate beats the baseline at every batch does the plain geomean decide, and the
+    reason says so.
+    """
     ranked = sorted((c for c in cands if c.status == "ok" and c.installable), key=score)
     if not ranked:
         return Choice(None, None, "no candidate passed its gate")
+    baselines = [c for c in cands if c.status == "ok" and not c.installable and c.times_ms]
+    caveat = ""
+    if baselines:
+        winners = [c for c in ranked if all(never_slower(c, b) for b in baselines)]
+        if winners:
+            losers = [c for c in ranked if c not in winners]
+            ranked = winners + losers       # a loser is still a runner-up when it is the only other one
+        else:
+            names = ", ".join(b.name for b in baselines)
+            caveat = f"; no candidate was at least as fast as {names} at every batch size, so the geomean decided"
     pick = ranked[0]
     if len(ranked) == 1:
-        return Choice(pick, None, "the only candidate that passed")
+        return Choice(pick, None, "the only candidate that passed" + caveat)
     second = ranked[1]
     slower = score(second) / score(pick) - 1
-    why = (f"{second.name} is {slower * 100:.1f}% slower ({score(second):.3f} vs {score(pick):.3f} ms geomean "
-           f"median over batch sizes)")
-    return Choice(pick, second, why)
+    if slower >= 0:
+        why = (f"{second.name} is {slower * 100:.1f}% slower ({score(second):.3f} vs {score(pick):.3f} ms "
+               f"geomean median over batch sizes)")
+    else:
+        loses = next(b.name for b in baselines if not never_slower(second, b))
+        why = (f"{second.name} is {-slower * 100:.1f}% faster by geomean ({score(second):.3f} vs "
+               f"{score(pick):.3f} ms) but slower than {loses} at some batch size")
+    return Choice(pick, second, why + caveat)

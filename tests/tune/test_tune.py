@@ -36,6 +36,24 @@ def test_choice_is_the_fastest_passing_installable_candidate():
     assert choose([fast_but_failed]).pick is None
 
 
+def test_a_geomean_win_that_loses_to_openvino_default_at_one_batch_is_not_picked():
+    # The se_resnet50 case: ort-int8 has the best geomean, but at batch 1 it is slower than what
+    # compile_model(onnx) gives for free; openvino-int8 beats the baseline at both batches.
+    baseline = _cand("openvino-default", {1: [20.5], 8: [525.0]}, installable=False, engine="openvino")
+    ort_int8 = _cand("ort-int8", {1: [22.2], 8: [355.0]}, precision="int8")
+    ov_int8 = _cand("openvino-int8", {1: [16.9], 8: [473.0]}, engine="openvino", precision="int8")
+    assert score(ort_int8) < score(ov_int8)
+    choice = choose([baseline, ort_int8, ov_int8])
+    assert choice.pick is ov_int8 and choice.runner_up is ort_int8
+    assert "faster by geomean" in choice.why and "openvino-default" in choice.why
+    # with no baseline timed, the geomean alone decides
+    assert choose([ort_int8, ov_int8]).pick is ort_int8
+    # when nothing beats the baseline everywhere, the geomean decides and the reason says so
+    slow = _cand("openvino-default", {1: [1.0], 8: [1.0]}, installable=False, engine="openvino")
+    fallback = choose([slow, ort_int8, ov_int8])
+    assert fallback.pick is ort_int8 and "geomean decided" in fallback.why
+
+
 def test_triton_entry_per_engine():
     src = 'name: "se"\nplatform: "onnxruntime_onnx"\nmax_batch_size: 8\n'
     ov = triton_config(src, "se_cpu", "openvino", "bf16")
