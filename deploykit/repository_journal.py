@@ -239,6 +239,28 @@ def install(run: Run, staged: list[Staged]) -> None:
     fsync_dir(run.repo)
 
 
+def install_version(repo: Path, model_dir: Path, version: int, fill) -> tuple[Path, bool]:
+    """Install one version directory and its config.pbtxt the crash-consistent way, for commands that write
+    a single entry (build's engine, tune's pick): a run of its own, a staging directory that `fill(staging)`
+    writes in full (config.pbtxt included), then `install`. Returns the version directory and whether a
+    Ctrl-C or SIGTERM arrived during the install (the entry is in place either way)."""
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        run = Run(repo)
+    except OSError as exc:
+        raise UserInputError(f"model repository '{repo}' is not writable: {exc.strerror or exc}",
+                             hint="pass --out with a directory you can write to") from None
+    with run:
+        entry = Staged(staging_dir(run, model_dir), model_dir / str(version), model_dir / "config.pbtxt")
+        try:
+            fill(entry.staging)
+            with signals_deferred() as caught:
+                install(run, [entry])
+        finally:
+            discard([entry])
+    return entry.target, bool(caught)
+
+
 def _fsync_file(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from deploykit import __version__
-from deploykit.errors import MissingDependency, UserInputError
+from deploykit.errors import Interrupted, MissingDependency, UserInputError
 from deploykit.repository import (
     MANIFEST_NAME,
     TensorSpec,
@@ -31,6 +31,7 @@ from deploykit.repository import (
     config_pbtxt,
     sha256_file,
 )
+from deploykit.repository_journal import install_version
 from deploykit.trt import capabilities as caps_mod
 from deploykit.trt.builder import BuildSettings, build_serialized, decide_precision, describe_profiles
 from deploykit.trt.capabilities import GpuInfo
@@ -173,7 +174,6 @@ def build_model(onnx_path: str | Path, *, precision: str | None = None, profile_
 
         report.step = "write"
         version_dir = model_dir / str(version)
-        plan_path = atomic_write_bytes(version_dir / PLAN_NAME, result.plan)
         sidecar_out = {
             "kind": "tensorrt_plan",
             "deploykit_version": __version__,
@@ -193,10 +193,22 @@ def build_model(onnx_path: str | Path, *, precision: str | None = None, profile_
             "builder": {"workspace_bytes": settings.workspace, "opt_level": settings.opt_level,
                         "timing_cache": result.timing_cache},
         }
-        sidecar_path = atomic_write_json(version_dir / MANIFEST_NAME, sidecar_out)
         max_batch = triton_max_batch_size(summary, profiles)
-        config_path = atomic_write_text(model_dir / "config.pbtxt", config_pbtxt(
-            name, "tensorrt_plan", tensor_specs(summary.inputs), tensor_specs(summary.outputs), max_batch))
+        config_text = config_pbtxt(name, "tensorrt_plan", tensor_specs(summary.inputs),
+                                   tensor_specs(summary.outputs), max_batch)
+
+        def fill(staging: Path) -> None:
+            atomic_write_bytes(staging / PLAN_NAME, result.plan)
+            atomic_write_json(staging / MANIFEST_NAME, sidecar_out)
+            atomic_write_text(staging / "config.pbtxt", config_text)
+
+        # Plan, sidecar and config.pbtxt go in together through the repository journal: a kill at any moment
+        # leaves the previous engine or the new one, never a plan beside another build's config.
+        _, interrupted = install_version(Path(out_dir), model_dir, version, fill)
+        plan_path, sidecar_path, config_path = version_dir / PLAN_NAME, version_dir / MANIFEST_NAME, \
+            model_dir / "config.pbtxt"
+        if interrupted:
+            raise Interrupted(f"interrupted after the install; the repository holds the new engine {name}/{version}")
         if len(profiles) > 1:
             report.notes.append(f"{len(profiles)} profiles built; Triton serves profile 0 unless config.pbtxt "
                                 f"lists others in instance_group 'profile'")

@@ -2,18 +2,19 @@
 
 ONNX Runtime picks are `platform: "onnxruntime_onnx"`; OpenVINO picks are `backend: "openvino"` with
 `default_model_filename: "model.onnx"` (Triton's OpenVINO backend reads ONNX by that name) and `HINT_BF16`
-for bf16. The version directory is staged beside its place and renamed in, so an existing version is
-never touched; config.pbtxt and the report are replaced atomically after it.
+for bf16. The version directory (with the tune table and plot) and config.pbtxt are installed through the repository
+journal (`deploykit.repository_journal`), so an existing version is never touched.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 from deploykit.repository import MANIFEST_NAME, atomic_write_json, atomic_write_text, version_dirs
+from deploykit.errors import Interrupted
+from deploykit.repository_journal import install_version, recover
 
 
 def triton_config(source_pbtxt: str, name: str, engine: str, precision: str) -> str:
@@ -35,27 +36,30 @@ def triton_config(source_pbtxt: str, name: str, engine: str, precision: str) -> 
 
 def install(pick, source_dir: Path, out_dir: Path, name: str, tune_record: dict, report_md: str,
             plot_png: Path | None = None) -> Path:
-    """Write the pick as the next version of out_dir/name; returns the version directory."""
+    """Write the pick as the next version of out_dir/name; returns the version directory.
+
+    The version directory (model, manifest, the tune table and plot) and config.pbtxt go in through the
+    repository journal, so a kill at any moment leaves the previous state or the new one, and a concurrent
+    command's recovery never mistakes this run's staging directory for a dead run's."""
     model_dir = Path(out_dir) / name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    existing = version_dirs(model_dir)
+    recover(Path(out_dir))   # an install a kill interrupted is settled before the next version is counted
+    existing = version_dirs(model_dir) if model_dir.is_dir() else []
     version = (existing[-1] + 1) if existing else 1
     source_version = source_dir / str(version_dirs(source_dir)[-1])
-    staging = model_dir / f".staging-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+
+    def fill(staging: Path) -> None:
         shutil.copy2(source_version / "model.onnx", staging / "model.onnx")
         manifest = json.loads((source_version / MANIFEST_NAME).read_text())
         manifest.update({"model": name, "version": version, "precision": pick.precision,
                          "engine": pick.engine, "tune": tune_record})
         atomic_write_json(staging / MANIFEST_NAME, manifest)
-        staging.rename(model_dir / str(version))
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    atomic_write_text(model_dir / "config.pbtxt",
-                      triton_config((source_dir / "config.pbtxt").read_text(), name, pick.engine, pick.precision))
-    atomic_write_text(model_dir / "tune_report.md", report_md)
-    if plot_png is not None and plot_png.is_file():
-        shutil.copy2(plot_png, model_dir / "tune.png")
-    return model_dir / str(version)
+        atomic_write_text(staging / "tune_report.md", report_md)
+        if plot_png is not None and plot_png.is_file():
+            shutil.copy2(plot_png, staging / "tune.png")
+        atomic_write_text(staging / "config.pbtxt", triton_config((source_dir / "config.pbtxt").read_text(), name,
+                                                                  pick.engine, pick.precision))
+
+    target, interrupted = install_version(Path(out_dir), model_dir, version, fill)
+    if interrupted:
+        raise Interrupted(f"interrupted after the install; the repository holds the new model {name}/{version}")
+    return target

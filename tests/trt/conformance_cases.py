@@ -319,6 +319,31 @@ def test_plan_written_by_build_is_what_the_runner_loads(tmp_path, recorder):
     assert run.received_plans == [b"round-trip plan"]
 
 
+def test_a_rebuild_that_fails_while_writing_keeps_the_previous_engine_whole(tmp_path, recorder, monkeypatch):
+    """Plan, sidecar and config.pbtxt go in together (the repository journal): a write failing half-way (a full
+    disk) leaves the previous engine with its own sidecar, never the new plan beside the old sidecar."""
+    import deploykit.repository as repository
+
+    onnx_path = onnx_zoo.conv_relu(tmp_path / "models", dynamic=False)
+    out = tmp_path / "out"
+    _build(build_fakes(recorder, network_inputs=[("input", (1, 3, 8, 8))], plan=b"first plan"), onnx_path, out)
+    entry = out / "tiny_trt"
+    before = {p.relative_to(entry): p.read_bytes() for p in entry.rglob("*") if p.is_file()}
+    real_write_json = repository.atomic_write_json
+
+    def disk_full(path, obj):
+        if Path(path).name == "deploykit.json":
+            raise OSError(28, "No space left on device")
+        return real_write_json(path, obj)
+
+    monkeypatch.setattr("deploykit.trt.pipeline.atomic_write_json", disk_full)
+    with pytest.raises(OSError):
+        _build(build_fakes(recorder, network_inputs=[("input", (1, 3, 8, 8))], plan=b"second plan"), onnx_path, out)
+    after = {p.relative_to(entry): p.read_bytes() for p in entry.rglob("*") if p.is_file()}
+    assert after == before   # nothing of the second build, no staging left behind
+    assert not [p for p in out.rglob(".*")]
+
+
 # ------------------------------------------------------------------------------ the checks have teeth
 def test_misuse_is_caught_by_the_checks(recorder):
     probe = ApiRecorder(real)
