@@ -91,7 +91,10 @@ def render(results: dict, batches, env: dict, load_note: str, args) -> list[str]
         ">= 0.99), then all were timed interleaved in one run: "
         f"{args.rounds} rounds x {args.iters} calls each, median ms. ONNX Runtime runs without thread spinning "
         "(as `deploykit serve` runs it); OpenVINO f32/bf16/INT8 compile once per batch size.",
-        "OpenVINO default = compile_model(onnx) with the plugin's defaults on the dynamic graph (bf16 on AMX).",
+        "OpenVINO default = compile_model(onnx) with the plugin's defaults on the dynamic graph (on this machine "
+        f"its INFERENCE_PRECISION_HINT is {_ov_default_precision()}).",
+        f"CPU matrix instructions: {_matrix_isa()}. INT8 and bf16 speed depend on them: the issue's INT8 figures "
+        "were measured on a Xeon with AMX-INT8 and AMX-BF16, which run int8 and bf16 tiles a VNNI-only CPU does not.",
         "INT8 = the CPU Q/DQ flavour (u8 activations, per-channel s8 weights) calibrated on seeded random inputs.",
         *args.note,
     ])
@@ -146,6 +149,27 @@ def render(results: dict, batches, env: dict, load_note: str, args) -> list[str]
             body = markdown(result).splitlines()[2:]   # without the title
             lines += [f"### {name}", ""] + body + [""]
     return lines
+
+
+def _matrix_isa() -> str:
+    """Which of the CPU's int8/bf16 matrix extensions Linux reports (/proc/cpuinfo flags)."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    have = set(flags.split(":", 1)[1].split())
+    wanted = ["avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "amx_tile"]
+    return ", ".join(f"{f} {'yes' if f in have else 'no'}" for f in wanted)
+
+
+def _ov_default_precision() -> str:
+    try:
+        import openvino as ov
+
+        value = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+        return value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    except Exception as exc:  # noqa: BLE001 - a header line, not a measurement
+        return f"unknown ({type(exc).__name__})"
 
 
 if __name__ == "__main__":

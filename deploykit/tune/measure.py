@@ -120,6 +120,11 @@ def choose(cands: list[Candidate]) -> Choice:
             names = ", ".join(b.name for b in baselines)
             caveat = f"; no candidate was at least as fast as {names} at every batch size, so the geomean decided"
     pick = ranked[0]
+    default = next((c for c in ranked if c.name == "ort-fp32" and c is not pick), None)
+    if default is not None:   # a per-batch loss against what deploykit runs without tune is said, not hidden
+        worse = [b for b in pick.times_ms if b in default.times_ms and median_ms(pick, b) > median_ms(default, b)]
+        caveat += "".join(f"; slower than ort-fp32 at batch {b} ({median_ms(pick, b):.3f} vs "
+                          f"{median_ms(default, b):.3f} ms)" for b in worse)
     if len(ranked) == 1:
         return Choice(pick, None, "the only candidate that passed" + caveat)
     second = ranked[1]

@@ -48,6 +48,11 @@ def test_a_geomean_win_that_loses_to_openvino_default_at_one_batch_is_not_picked
     assert "faster by geomean" in choice.why and "openvino-default" in choice.why
     # with no baseline timed, the geomean alone decides
     assert choose([ort_int8, ov_int8]).pick is ort_int8
+    # a batch where the pick loses to ONNX Runtime fp32 (deploykit's engine without tune) is named
+    ort_fp32 = _cand("ort-fp32", {1: [42.0], 8: [300.0]})
+    with_default = choose([baseline, ort_int8, ov_int8, ort_fp32])
+    assert with_default.pick is ov_int8 and "slower than ort-fp32 at batch 8 (473.000 vs 300.000 ms)" in with_default.why
+    assert "batch 1" not in with_default.why
     # when nothing beats the baseline everywhere, the geomean decides and the reason says so
     slow = _cand("openvino-default", {1: [1.0], 8: [1.0]}, installable=False, engine="openvino")
     fallback = choose([slow, ort_int8, ov_int8])
