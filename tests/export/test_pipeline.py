@@ -341,9 +341,14 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err.decode()
     lines = err.decode().strip().splitlines()   # progress lines of the stages that ran, then the error
-    assert lines[-1] == "error: interrupted before the install; the repository keeps its previous models"
     assert "Traceback" not in err.decode()
-    assert (tmp_path / "se" / "1" / "model.onnx").read_bytes() == good
+    # On a loaded machine the signal can land after the verified graphs went in: the line then says so, and
+    # the repository must be wholly the new model. Either way it is one of the two, named correctly.
+    if lines[-1] == "error: interrupted before the install; the repository keeps its previous models":
+        assert (tmp_path / "se" / "1" / "model.onnx").read_bytes() == good
+    else:
+        assert lines[-1] == "error: interrupted after the install; the repository holds the new models se/1", lines
+        assert (tmp_path / "se" / "1" / "model.onnx").read_bytes() != good
     assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(
         ["se", "1", "model.onnx", "deploykit.json", "config.pbtxt", "export_report.md"])
 
