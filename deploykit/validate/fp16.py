@@ -1,7 +1,10 @@
 """fp16 readiness: which tensors of the fp32 graph leave the range fp16 can hold, and the keep-list that follows.
 
 The fp32 graph runs in ONNX Runtime (graph optimizations off, so every tensor exists as the graph names it)
-with every float intermediate exposed as an output. A tensor
+with a few reduction nodes appended to every float intermediate: its size, counts of finite values, of values
+below each fp16 limit and of nonzero values, and its largest finite |value|. Only these scalars are outputs,
+so ONNX Runtime frees each intermediate after its last reader; exposing the intermediates themselves kept all
+of them alive to the end of the run (ViT-B/16: 470 MB more at the peak). A tensor
 
 - overflows when some |value| exceeds 65504, the largest finite fp16 (it would become Inf);
 - underflows when most of its nonzero values are below 2**-14 = 6.1e-5, the smallest normal fp16: they
@@ -80,20 +83,30 @@ def classify_counts(values: np.ndarray) -> tuple[str | None, float, float, float
     if not a.size:
         return None, 0.0, 0.0, 0.0, 0
     top = a.max()
-    bad = 0
+    finite = a.size
     if not np.isfinite(top):  # an Inf or NaN somewhere (max propagates NaN): rank the finite values only
-        finite = np.isfinite(a)
-        bad = int(a.size - np.count_nonzero(finite))
-        a = a[finite]
-        top = a.max() if a.size else 0.0
+        mask = np.isfinite(a)
+        finite = int(np.count_nonzero(mask))
+        top = a[mask].max() if finite else 0.0
+        return _verdict(a.size, finite, 0, 0, 0, float(top))
+    return _verdict(a.size, finite, int(np.count_nonzero(a < FP16_MIN_NORMAL)),
+                    int(np.count_nonzero(a < FP16_MIN_SUBNORMAL)), int(np.count_nonzero(a)), float(top))
+
+
+def _verdict(size: int, finite: int, below_normal: int, below_subnormal: int, nonzero: int,
+             max_abs: float) -> tuple[str | None, float, float, float, int]:
+    """classify_counts() from a tensor's counts: values with |x| < 2**-14 and < 2**-24 (zeros included, NaN
+    not), nonzero values, finite values, and the largest finite |x| (0 if none). The counts below the limits
+    and the nonzero count are only read when every value is finite."""
+    if not size:
+        return None, 0.0, 0.0, 0.0, 0
+    bad = size - finite
     if bad:
-        return "non_finite", float(top), 0.0, 0.0, bad
-    max_abs = float(top)
-    nonzero = np.count_nonzero(a)
+        return "non_finite", max_abs, 0.0, 0.0, bad
     if nonzero:
-        tiny = np.count_nonzero(a < FP16_MIN_NORMAL) - (a.size - nonzero)   # 0 < |x| < min normal
-        zero = np.count_nonzero(a < FP16_MIN_SUBNORMAL) - (a.size - nonzero)
-        tiny, zero = tiny / nonzero, zero / nonzero
+        zeros = size - nonzero
+        tiny = (below_normal - zeros) / nonzero   # 0 < |x| < min normal
+        zero = (below_subnormal - zeros) / nonzero
     else:
         tiny = zero = 0.0
     if max_abs > FP16_MAX:
@@ -162,15 +175,15 @@ def _augmented(model_path: Path, skeleton, stripped: list[str]):
 
 
 def scan(model_path, info, feeds, *, skeleton=None, stripped=(), weight_scan=None) -> tuple[list[TensorRange], int]:
-    """Run the fp32 graph with its float intermediates exposed on one feed or several; (out-of-range tensors,
-    tensors checked). A tensor out of range for any feed is reported once, with its worst range.
+    """Run the fp32 graph with range statistics of its float intermediates on one feed or several;
+    (out-of-range tensors, tensors checked). A tensor out of range for any feed is reported once, with its worst range.
 
     Args:
         skeleton / stripped: the in-memory model whose large weights `weights.strip` dropped, and their names;
             None to load the model from `model_path` again.
         weight_scan: `scan_weights` of the full model, run before it was stripped (None: run it here).
     """
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
     from deploykit.backends.ort import OrtRunner
 
@@ -187,13 +200,10 @@ def scan(model_path, info, feeds, *, skeleton=None, stripped=(), weight_scan=Non
         for name in node.input:
             if name:
                 consumers.setdefault(name, []).append(_node_name(node))
-    for node in graph.node:
-        if node.op_type == "Constant":
-            continue
-        for name in node.output:
-            elem = info.elem_types.get(name, 0)
-            if name and elem in float_types and name not in existing:
-                graph.output.append(helper.make_tensor_value_info(name, elem, None))
+    scanned = [(name, info.elem_types[name]) for node in graph.node if node.op_type != "Constant"
+               for name in node.output
+               if name and info.elem_types.get(name, 0) in float_types and name not in existing]
+    stats = _append_range_stats(graph, scanned)
     worst: dict[str, TensorRange] = {}
     seen: set[str] = set()
     runner = None
@@ -206,30 +216,84 @@ def scan(model_path, info, feeds, *, skeleton=None, stripped=(), weight_scan=Non
         finally:
             written.unlink(missing_ok=True)
         if runner is None:
-            outputs = list(graph.output)
             model, _ = _augmented(model_path, None, [])
-            graph = model.graph
-            graph.ClearField("output")
-            graph.output.extend(outputs)
+            stats = _append_range_stats(model.graph, scanned)
     if runner is None and model.ByteSize() < MAX_BYTES:
         runner = OrtRunner(model.SerializeToString(), optimization="none").activate()
     del model
     if runner is not None:
         with runner:
             for feed in [feeds] if isinstance(feeds, Feed) else feeds:
-                for name, value in runner.infer(feed.arrays).items():
-                    if name not in producers or np.asarray(value).dtype.kind != "f":
-                        continue
+                values = runner.infer(feed.arrays)
+                results = [(name, classify_counts(value), int(np.asarray(value).size))
+                           for name, value in values.items()  # the model's own outputs, as they come
+                           if name in producers and np.asarray(value).dtype.kind == "f"]
+                for name, outputs in stats.items():
+                    size, finite, below_normal, below_subnormal, nonzero, top = (values[o] for o in outputs)
+                    results.append((name, _verdict(int(size), int(finite), int(below_normal), int(below_subnormal),
+                                                   int(nonzero), float(top)), int(size)))
+                del values
+                for name, (kind, max_abs, tiny, zero, bad), size in results:
                     seen.add(name)
-                    kind, max_abs, tiny, zero, bad = classify_counts(value)
                     if kind and _worse(kind, max_abs, tiny, worst.get(name)):
                         node = producers[name]
                         worst[name] = TensorRange(name, kind, node.op_type, _node_name(node), consumers.get(name, []),
-                                                  max_abs, tiny, zero, int(np.asarray(value).size), bad)
+                                                  max_abs, tiny, zero, size, bad)
     weight_found, weight_checked = weight_scan
     found, checked = list(worst.values()) + list(weight_found), len(seen) + weight_checked
     found.sort(key=lambda t: t.kind != "non_finite")  # the broken tensors first
     return found, checked
+
+
+_STATS = ("size", "finite", "below_normal", "below_subnormal", "nonzero", "max_abs")
+
+
+def _append_range_stats(graph, tensors: list[tuple[str, int]]) -> dict[str, tuple[str, ...]]:
+    """Append to `graph`, for each (float tensor, elem type), the nodes computing what `_verdict` needs, and
+    expose only their scalar results; {tensor: its output names in `_STATS` order}.
+
+    Every reduction runs over all axes with no axes given, which every opset reads the same way (ReduceMax took
+    axes as an attribute before opset 18, ReduceSum as an input from 13), and works for any rank, 0 included.
+    The ops need opset 9 (Where, float Less/Greater). NaN fails every comparison, so it is neither finite nor
+    counted below a limit, and the largest |x| is taken over the finite values only (ReduceMax's NaN handling
+    is not relied on). Counts are int64 sums of cast masks: exact at any size."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    taken = {name for node in graph.node for name in (*node.input, *node.output)}
+    taken |= {t.name for t in graph.initializer} | {i.name for i in graph.input} | {o.name for o in graph.output}
+    taken |= {node.name for node in graph.node}
+    prefix = "deploykit_fp16_scan"
+    while any(name.startswith(prefix) for name in taken):
+        prefix += "_"
+    limits = {}
+    for elem, dtype in ((TensorProto.FLOAT, np.float32), (TensorProto.DOUBLE, np.float64)):
+        for label, value in (("inf", np.inf), ("normal", FP16_MIN_NORMAL), ("subnormal", FP16_MIN_SUBNORMAL),
+                             ("zero", 0.0)):
+            name = f"{prefix}/{label}_{elem}"
+            limits[elem, label] = name
+            graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=dtype), name))
+    stats: dict[str, tuple[str, ...]] = {}
+    for i, (tensor, elem) in enumerate(tensors):
+        at = f"{prefix}/{i}"
+        nodes = [helper.make_node("Abs", [tensor], [f"{at}/abs"]),
+                 helper.make_node("Size", [tensor], [f"{at}/size"]),
+                 helper.make_node("Less", [f"{at}/abs", limits[elem, "inf"]], [f"{at}/is_finite"]),
+                 helper.make_node("Where", [f"{at}/is_finite", f"{at}/abs", limits[elem, "zero"]], [f"{at}/finite_abs"]),
+                 helper.make_node("ReduceMax", [f"{at}/finite_abs"], [f"{at}/max_abs"], keepdims=0),
+                 helper.make_node("Less", [f"{at}/abs", limits[elem, "normal"]], [f"{at}/is_below_normal"]),
+                 helper.make_node("Less", [f"{at}/abs", limits[elem, "subnormal"]], [f"{at}/is_below_subnormal"]),
+                 helper.make_node("Greater", [f"{at}/abs", limits[elem, "zero"]], [f"{at}/is_nonzero"])]
+        for stat in ("finite", "below_normal", "below_subnormal", "nonzero"):
+            nodes += [helper.make_node("Cast", [f"{at}/is_{stat}"], [f"{at}/{stat}_int"], to=TensorProto.INT64),
+                      helper.make_node("ReduceSum", [f"{at}/{stat}_int"], [f"{at}/{stat}"], keepdims=0)]
+        for node in nodes:
+            node.name = node.output[0]
+        graph.node.extend(nodes)
+        outputs = tuple(f"{at}/{stat}" for stat in _STATS)
+        graph.output.extend(helper.make_tensor_value_info(o, elem if stat == "max_abs" else TensorProto.INT64, [])
+                            for o, stat in zip(outputs, _STATS))
+        stats[tensor] = outputs
+    return stats
 
 
 def _worse(kind: str, max_abs: float, tiny: float, old: TensorRange | None) -> bool:
