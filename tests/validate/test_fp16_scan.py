@@ -1,0 +1,128 @@
+"""The fp16 range scan reads its intermediates through reduction nodes: no full-size intermediate becomes a graph
+output (so ONNX Runtime can free each one after its last reader), and the verdicts equal the rules applied with
+numpy to the intermediates themselves, fetched one at a time from the plain graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto as T
+from onnx import helper as h
+from onnx import numpy_helper as nh
+
+from tests.validate import model_zoo as zoo
+
+SHAPE = [4, 64]
+
+
+def crafted(opset: int, elem: int = T.FLOAT):
+    """x -> tensors that overflow fp16, are mostly subnormal, hold NaN, +Inf, -Inf, or fit; y sums them."""
+    dtype = nh.helper.tensor_dtype_to_np_dtype(elem)
+    consts = [nh.from_array(np.array(v, dtype), n) for n, v in
+              (("big", 1e6), ("small", 1e-7), ("zero", 0.0), ("one", 1.0))]
+    nodes = [h.make_node("Mul", ["x", "big"], ["overflow"], name="scale_up"),
+             h.make_node("Mul", ["x", "small"], ["subnormal"], name="scale_down"),
+             h.make_node("Sqrt", ["x"], ["nan"], name="sqrt"),                   # NaN where x < 0
+             h.make_node("Relu", ["x"], ["relu"], name="relu"),
+             h.make_node("Reciprocal", ["relu"], ["pos_inf"], name="reciprocal"),  # +Inf where x <= 0
+             h.make_node("Log", ["relu"], ["neg_inf"], name="log"),               # -Inf where x <= 0
+             h.make_node("Add", ["x", "one"], ["fits"], name="shift"),
+             h.make_node("Mul", ["x", "zero"], ["zeros"], name="zero_out"),        # all zeros: fits
+             h.make_node("Sum", ["overflow", "subnormal", "fits", "zeros"], ["y"], name="sum")]
+    return zoo.model(nodes, [zoo.vi("x", elem, SHAPE)], [zoo.vi("y", elem, SHAPE)], consts, opset=opset)
+
+
+def feed_x(dtype=np.float32) -> np.ndarray:
+    x = np.random.default_rng(7).standard_normal(SHAPE).astype(dtype)
+    x[0, :3] = 0.0
+    return x
+
+
+def rules(values: np.ndarray):
+    """The module docstring's rules, written out: (kind, max finite |x|, NaN/Inf count, share of nonzero |x|
+    below 2**-14, share below 2**-24)."""
+    a = np.abs(values.astype(np.float64)).ravel()
+    finite = np.isfinite(a)
+    top = float(a[finite].max()) if finite.any() else 0.0
+    if not finite.all():
+        return "non_finite", top, int((~finite).sum()), 0.0, 0.0
+    nonzero = a[a > 0]
+    tiny = float((nonzero < 2.0 ** -14).mean()) if nonzero.size else 0.0
+    zero = float((nonzero < 2.0 ** -24).mean()) if nonzero.size else 0.0
+    kind = "overflow" if top > 65504 else "underflow" if tiny > 0.5 else None
+    return kind, top, 0, tiny, zero
+
+
+def fetch(model, name: str, x: np.ndarray) -> np.ndarray:
+    """One intermediate of the plain graph, exposed alone."""
+    m = type(model)()
+    m.CopyFrom(model)
+    m.graph.output.append(h.make_tensor_value_info(name, m.graph.output[0].type.tensor_type.elem_type, None))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(m.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run([name], {"x": x})[0]
+
+
+@pytest.mark.parametrize("opset,elem", [(13, T.FLOAT), (17, T.FLOAT), (18, T.FLOAT), (18, T.DOUBLE)])
+def test_scan_verdicts_match_numpy_on_each_intermediate(tmp_path, monkeypatch, opset, elem):
+    from deploykit.backends.ort import OrtRunner
+    from deploykit.validate import fp16
+    from deploykit.validate.graphinfo import inspect_model
+    from deploykit.validate.inputs import Feed
+
+    model = crafted(opset, elem)
+    path = zoo.write(model, tmp_path / "m")
+    x = feed_x(nh.helper.tensor_dtype_to_np_dtype(elem))
+    fetched: list[dict] = []
+    infer = OrtRunner.infer_impl
+    monkeypatch.setattr(OrtRunner, "infer_impl", lambda self, feed: fetched.append(infer(self, feed)) or fetched[-1])
+    found, checked = fp16.scan(path, inspect_model(model), [Feed("4x64", {"x": x})])
+
+    by_name = {t.tensor: t for t in found}
+    names = ["overflow", "subnormal", "nan", "relu", "pos_inf", "neg_inf", "fits", "zeros", "y"]
+    assert checked == len(names) + 4   # and the four weights
+    for name in names:
+        kind, top, bad, tiny, zero = rules(fetch(model, name, x))
+        got = by_name.get(name)
+        assert (got.kind if got else None) == kind, name
+        if got:
+            assert (got.max_abs, got.non_finite, got.size) == (pytest.approx(top), bad, 256), name
+            assert (got.tiny_fraction, got.zero_fraction) == (pytest.approx(tiny), pytest.approx(zero)), name
+    assert {t.tensor: t.kind for t in found} == {"nan": "non_finite", "pos_inf": "non_finite",
+                                                 "neg_inf": "non_finite", "overflow": "overflow",
+                                                 "subnormal": "underflow", "y": "overflow",
+                                                 "big": "overflow", "small": "underflow"}   # the weights
+    assert fp16.keep_list(found) == ["sum", "scale_up", "scale_down"]
+    # only the model's own output comes back full size: every intermediate was reduced inside the graph
+    (outputs,) = fetched
+    assert {n for n, v in outputs.items() if np.asarray(v).size > 1} == {"y"}
+
+
+def test_fp16_readiness_on_a_wide_model_fetches_only_scalars(tmp_path, monkeypatch):
+    """A chain of large activations: the scan's session returns none of them."""
+    from deploykit.backends.ort import OrtRunner
+    from deploykit.validate import fp16
+    from deploykit.validate.graphinfo import inspect_model
+    from deploykit.validate.inputs import Feed
+
+    nodes, prev = [], "x"
+    for i in range(6):
+        nodes.append(h.make_node("Relu" if i % 2 else "Neg", [prev], [f"t{i}"], name=f"n{i}"))
+        prev = f"t{i}"
+    nodes.append(h.make_node("ReduceSum", [prev], ["y"], name="total", keepdims=0))
+    model = zoo.model(nodes, [zoo.vi("x", T.FLOAT, [256, 256])], [zoo.vi("y", T.FLOAT, [])])
+    path = zoo.write(model, tmp_path / "m")
+    sizes: list[int] = []
+    infer = OrtRunner.infer_impl
+
+    def record(self, feed):
+        out = infer(self, feed)
+        sizes.extend(np.asarray(v).size for v in out.values())
+        return out
+
+    monkeypatch.setattr(OrtRunner, "infer_impl", record)
+    check = fp16.readiness(path, inspect_model(model), Feed("256x256", {"x": np.ones((256, 256), np.float32)}))
+    assert check.passed and check.data["checked"] == 7
+    assert sizes and max(sizes) == 1
