@@ -283,6 +283,8 @@ def _run_segments(model, segments: list[list[int]], scanned: list[str], feeds: l
         defined = [n for node in nodes for n in node.output if n]
         later = set().union(*uses[k + 1:]) if k + 1 < len(segments) else set()
         outputs = [n for n in defined if n in scanned_set or n in graph_outputs or n in later]
+        if not outputs:
+            continue   # nothing scanned, and nothing read later (ONNX Runtime refuses a graph without outputs)
         inputs = [n for n in sorted(uses[k] - set(defined)) if n in graph_inputs or
                   (n in carried[0] and n not in initializers)]
         part = helper.make_graph(
