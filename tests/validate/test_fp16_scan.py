@@ -130,3 +130,35 @@ def test_fp16_readiness_on_a_long_chain_returns_one_segment_at_a_time(tmp_path, 
     check = fp16.readiness(path, inspect_model(model), Feed("256x256", {"x": np.ones((256, 256), np.float32)}))
     assert check.passed and check.data["checked"] == 7
     assert sizes == [2 * 256 * 256] * 3 + [1]   # two activations a run, then y alone
+
+
+def test_segments_feed_tensors_an_if_branch_reads_from_outer_scope(tmp_path, monkeypatch):
+    """An If branch reads `big` and `tiny`, produced two segments earlier: each segmentation finds the same."""
+    from deploykit.validate import fp16
+    from deploykit.validate.graphinfo import inspect_model
+    from deploykit.validate.inputs import Feed
+
+    def branch(name, source):
+        return h.make_graph([h.make_node("Mul", [source, "two"], [f"{name}_out"], name=f"{name}_mul")], name, [],
+                            [zoo.vi(f"{name}_out", T.FLOAT, SHAPE)])
+
+    nodes = [h.make_node("Mul", ["x", "k_big"], ["big"], name="up"),
+             h.make_node("Mul", ["x", "k_tiny"], ["tiny"], name="down"),
+             h.make_node("Relu", ["x"], ["relu"], name="relu"),
+             h.make_node("If", ["c"], ["y"], name="branch", then_branch=branch("then", "big"),
+                         else_branch=branch("else", "tiny"))]
+    inits = [nh.from_array(np.array(v, np.float32), n) for n, v in (("k_big", 1e6), ("k_tiny", 1e-7), ("two", 2.0))]
+    model = zoo.model(nodes, [zoo.vi("x", T.FLOAT, SHAPE), zoo.vi("c", T.BOOL, [])],
+                      [zoo.vi("y", T.FLOAT, SHAPE)], inits)
+    path = zoo.write(model, tmp_path / "m")
+    info = inspect_model(model)
+    for cond in (True, False):
+        feed = Feed("4x64", {"x": feed_x(), "c": np.array(cond)})
+        results = []
+        for per_segment in (1, 48):
+            monkeypatch.setattr(fp16, "SEGMENT_TENSORS", per_segment)
+            found, checked = fp16.scan(path, info, [feed])
+            results.append(([t.as_dict() for t in found], checked))
+        assert results[0] == results[1]
+        kinds = {t["tensor"]: t["kind"] for t in results[0][0]}
+        assert kinds["y"] == ("overflow" if cond else "underflow") and kinds["big"] == "overflow"
