@@ -183,7 +183,7 @@ def scan(model_path, info, feeds, *, skeleton=None, stripped=(), weight_scan=Non
     if weight_scan is None:
         weight_scan = scan_weights(model.graph)
     graph = model.graph
-    existing = [o.name for o in graph.output]
+    existing = {o.name: None for o in graph.output}   # ordered: the model's outputs are reported first
     producers = {name: node for node in graph.node for name in node.output if name}
     consumers: dict[str, list[str]] = {}
     for node in graph.node:
@@ -191,7 +191,7 @@ def scan(model_path, info, feeds, *, skeleton=None, stripped=(), weight_scan=Non
             if name:
                 consumers.setdefault(name, []).append(_node_name(node))
     scanned = [name for node in graph.node if node.op_type != "Constant" for name in node.output
-               if name and info.elem_types.get(name, 0) in float_types and name not in set(existing)]
+               if name and info.elem_types.get(name, 0) in float_types and name not in existing]
     order = [n for n in existing if n in producers] + scanned   # the order findings were always reported in
     segments = _segments(graph, set(scanned), info)
     values: list[dict] | None = None
