@@ -1,7 +1,9 @@
 """fp16 readiness: which tensors of the fp32 graph leave the range fp16 can hold, and the keep-list that follows.
 
 The fp32 graph runs in ONNX Runtime (graph optimizations off, so every tensor exists as the graph names it)
-with every float intermediate exposed as an output. A tensor
+with every float intermediate exposed as an output, in segments of consecutive nodes: ONNX Runtime keeps every
+output of a run alive to its end, so one session over the whole graph held all intermediates at once (ViT-B/16:
+470 MB); a segment holds only its own, and the tensors later segments read are carried from run to run. A tensor
 
 - overflows when some |value| exceeds 65504, the largest finite fp16 (it would become Inf);
 - underflows when most of its nonzero values are below 2**-14 = 6.1e-5, the smallest normal fp16: they
@@ -35,6 +37,7 @@ FP16_MIN_SUBNORMAL = 2.0 ** -24
 UNDERFLOW_FRACTION = 0.5  # "most" nonzero values below the normal range
 SCALAR_TOLERANCE = 0.01  # scalar weights fp16 rounds by less than this are not underflow findings
 MAX_BYTES = 1_800_000_000  # a protobuf above 2 GB cannot be serialized for the augmented session
+SEGMENT_TENSORS = 48  # scanned tensors per segment: ViT-B/16 runs in 10 segments, about a block each
 
 
 @dataclass
@@ -162,74 +165,160 @@ def _augmented(model_path: Path, skeleton, stripped: list[str]):
 
 
 def scan(model_path, info, feeds, *, skeleton=None, stripped=(), weight_scan=None) -> tuple[list[TensorRange], int]:
-    """Run the fp32 graph with its float intermediates exposed on one feed or several; (out-of-range tensors,
-    tensors checked). A tensor out of range for any feed is reported once, with its worst range.
+    """Run the fp32 graph with its float intermediates exposed, segment by segment, on one feed or several;
+    (out-of-range tensors, tensors checked). A tensor out of range for any feed is reported once, with its worst
+    range.
 
     Args:
         skeleton / stripped: the in-memory model whose large weights `weights.strip` dropped, and their names;
             None to load the model from `model_path` again.
         weight_scan: `scan_weights` of the full model, run before it was stripped (None: run it here).
     """
-    from onnx import TensorProto, helper
-
-    from deploykit.backends.ort import OrtRunner
+    from onnx import TensorProto
 
     model_path = Path(model_path)
+    feeds = [feeds] if isinstance(feeds, Feed) else list(feeds)
     float_types = (TensorProto.FLOAT, TensorProto.DOUBLE)
     model, written = _augmented(model_path, skeleton, list(stripped))
     if weight_scan is None:
         weight_scan = scan_weights(model.graph)
     graph = model.graph
-    existing = {o.name for o in graph.output}
+    existing = {o.name: None for o in graph.output}   # ordered: the model's outputs are reported first
     producers = {name: node for node in graph.node for name in node.output if name}
     consumers: dict[str, list[str]] = {}
     for node in graph.node:
         for name in node.input:
             if name:
                 consumers.setdefault(name, []).append(_node_name(node))
-    for node in graph.node:
-        if node.op_type == "Constant":
-            continue
-        for name in node.output:
-            elem = info.elem_types.get(name, 0)
-            if name and elem in float_types and name not in existing:
-                graph.output.append(helper.make_tensor_value_info(name, elem, None))
-    worst: dict[str, TensorRange] = {}
-    seen: set[str] = set()
-    runner = None
+    scanned = [name for node in graph.node if node.op_type != "Constant" for name in node.output
+               if name and info.elem_types.get(name, 0) in float_types and name not in existing]
+    order = [n for n in existing if n in producers] + scanned   # the order findings were always reported in
+    segments = _segments(graph, set(scanned), info)
+    values: list[dict] | None = None
     if written is not None:
         try:
-            written.write_bytes(model.SerializeToString())
-            runner = OrtRunner(written, optimization="none").activate()  # the weights are read here
+            values = _run_segments(model, segments, scanned, feeds, written, info.elem_types)
         except Exception:  # noqa: BLE001 - a read-only folder, or references ORT refuses: the old way below
-            runner = None
+            values = None
         finally:
             written.unlink(missing_ok=True)
-        if runner is None:
-            outputs = list(graph.output)
+        if values is None:
             model, _ = _augmented(model_path, None, [])
-            graph = model.graph
-            graph.ClearField("output")
-            graph.output.extend(outputs)
-    if runner is None and model.ByteSize() < MAX_BYTES:
-        runner = OrtRunner(model.SerializeToString(), optimization="none").activate()
+    if values is None and model.ByteSize() < MAX_BYTES:
+        values = _run_segments(model, segments, scanned, feeds, None, info.elem_types)
     del model
-    if runner is not None:
-        with runner:
-            for feed in [feeds] if isinstance(feeds, Feed) else feeds:
-                for name, value in runner.infer(feed.arrays).items():
-                    if name not in producers or np.asarray(value).dtype.kind != "f":
-                        continue
-                    seen.add(name)
-                    kind, max_abs, tiny, zero, bad = classify_counts(value)
-                    if kind and _worse(kind, max_abs, tiny, worst.get(name)):
-                        node = producers[name]
-                        worst[name] = TensorRange(name, kind, node.op_type, _node_name(node), consumers.get(name, []),
-                                                  max_abs, tiny, zero, int(np.asarray(value).size), bad)
+    worst: dict[str, TensorRange] = {}
+    seen: set[str] = set()
+    for results in values or []:
+        for name in order:
+            if name not in results:
+                continue
+            seen.add(name)
+            (kind, max_abs, tiny, zero, bad), size = results[name]
+            if kind and _worse(kind, max_abs, tiny, worst.get(name)):
+                node = producers[name]
+                worst[name] = TensorRange(name, kind, node.op_type, _node_name(node), consumers.get(name, []),
+                                          max_abs, tiny, zero, size, bad)
     weight_found, weight_checked = weight_scan
     found, checked = list(worst.values()) + list(weight_found), len(seen) + weight_checked
     found.sort(key=lambda t: t.kind != "non_finite")  # the broken tensors first
     return found, checked
+
+
+def _outer_names(node) -> set[str]:
+    """Every name a node reads, its subgraphs' included (a name they define themselves is harmless extra)."""
+    from deploykit.onnx_utils.graph import subgraphs
+
+    names = {n for n in node.input if n}
+    for _, sub in subgraphs(node):
+        for inner in sub.node:
+            names |= _outer_names(inner)
+    return names
+
+
+def _segments(graph, scanned: set[str], info) -> list[list[int]]:
+    """Node indices of each segment: consecutive nodes (graph.node is topologically sorted) holding about
+    SEGMENT_TENSORS scanned tensors. One segment when a tensor a later segment reads has no known tensor type
+    (a sequence, say), which a segment's input could not declare."""
+    bounds, count = [[]], 0
+    for i, node in enumerate(graph.node):
+        if count >= SEGMENT_TENSORS:
+            bounds.append([])
+            count = 0
+        bounds[-1].append(i)
+        count += sum(1 for n in node.output if n in scanned)
+    if len(bounds) > 1:
+        defined_in = {n: k for k, seg in enumerate(bounds) for i in seg for n in graph.node[i].output if n}
+        for k, seg in enumerate(bounds):
+            for i in seg:
+                for name in _outer_names(graph.node[i]):
+                    if defined_in.get(name, k) < k and not info.elem_types.get(name, 0):
+                        return [list(range(len(graph.node)))]
+    return bounds
+
+
+def _run_segments(model, segments: list[list[int]], scanned: list[str], feeds: list[Feed],
+                  written: Path | None, elem_types: dict) -> list[dict]:
+    """Run each segment as its own session on every feed; per feed {tensor: (classify_counts, size)} of the
+    scanned tensors and the model's float outputs. With `written`, each segment is written there (its weights
+    stay references into the original file) and read back by ONNX Runtime; otherwise passed as bytes."""
+    from onnx import helper
+
+    from deploykit.backends.ort import OrtRunner
+
+    graph = model.graph
+    scanned_set = set(scanned)
+    graph_inputs = {i.name: i for i in graph.input}
+    initializers = {t.name: t for t in graph.initializer}
+    graph_outputs = {o.name: o for o in graph.output}
+    uses = [set().union(*(_outer_names(graph.node[i]) for i in seg)) for seg in segments]
+    last_use = {}
+    for k, names in enumerate(uses):
+        for name in names:
+            last_use[name] = k
+    carried: list[dict] = [dict(f.arrays) for f in feeds]
+    results: list[dict] = [{} for _ in feeds]
+    for k, seg in enumerate(segments):
+        nodes = [graph.node[i] for i in seg]
+        defined = [n for node in nodes for n in node.output if n]
+        later = set().union(*uses[k + 1:]) if k + 1 < len(segments) else set()
+        outputs = [n for n in defined if n in scanned_set or n in graph_outputs or n in later]
+        if not outputs:
+            continue   # nothing scanned, and nothing read later (ONNX Runtime refuses a graph without outputs)
+        inputs = [n for n in sorted(uses[k] - set(defined)) if n in graph_inputs or
+                  (n in carried[0] and n not in initializers)]
+        part = helper.make_graph(
+            nodes, f"{graph.name}_segment{k}",
+            [graph_inputs[n] if n in graph_inputs else _value_info(n, carried[0][n]) for n in inputs],
+            [graph_outputs[n] if n in graph_outputs else helper.make_tensor_value_info(n, elem_types.get(n, 0), None)
+             for n in outputs],
+            initializer=[initializers[n] for n in sorted(uses[k]) if n in initializers])
+        segment = helper.make_model(part, opset_imports=model.opset_import, ir_version=model.ir_version,
+                                    functions=model.functions)
+        if written is not None:
+            written.write_bytes(segment.SerializeToString())
+            runner = OrtRunner(written, optimization="none").activate()   # the weights are read here
+        else:
+            runner = OrtRunner(segment.SerializeToString(), optimization="none").activate()
+        del segment, part
+        with runner:
+            for values, found in zip(carried, results):
+                out = runner.infer({n: values[n] for n in inputs if n in values})
+                for name, value in out.items():
+                    if (name in scanned_set or name in graph_outputs) and np.asarray(value).dtype.kind == "f":
+                        found[name] = classify_counts(value), int(np.asarray(value).size)
+                    if name in later:
+                        values[name] = value
+                for name in [n for n in values if last_use.get(n, -1) <= k]:
+                    del values[name]   # nothing later reads it
+    return results
+
+
+def _value_info(name: str, value):
+    """A segment input's declaration from the array a previous segment produced for it."""
+    from onnx import helper
+
+    return helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype), None)
 
 
 def _worse(kind: str, max_abs: float, tiny: float, old: TensorRange | None) -> bool:
