@@ -65,14 +65,13 @@ def keep_freed_buffers() -> bool:
     up to 32 MiB from the heap and trimming only past 256 MiB keeps them reused; the resident size stays
     bounded by the peak in use, as before. The HTTP path reuses its socket buffers and is unaffected.
     Returns whether it applied: not on other C libraries, and not when the user tunes malloc through the
-    environment (MALLOC_*_ or GLIBC_TUNABLES), which wins.
+    environment (MALLOC_* or GLIBC_TUNABLES), which wins.
     """
     import ctypes
     import os
     import platform
 
-    if platform.libc_ver()[0] != "glibc" or "GLIBC_TUNABLES" in os.environ or any(
-            k.startswith("MALLOC_") and k.endswith("_") for k in os.environ):
+    if platform.libc_ver()[0] != "glibc" or any(k == "GLIBC_TUNABLES" or k.startswith("MALLOC_") for k in os.environ):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
