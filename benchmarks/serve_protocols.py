@@ -257,20 +257,28 @@ async def run(args, models, repo: Path) -> tuple[list[dict], float]:
                 await p.measure(max(args.concurrency), min(1.0, args.duration))  # warm-up
             cells = {(p.server, p.name, c): [] for p in protocols for c in args.concurrency}
             lats = {key: [] for key in cells}
+            cpu = {key: [] for key in cells}   # (server, client) CPU ms per request of each window
             for round_ in range(args.rounds):
                 for c in args.concurrency:
                     order = protocols if round_ % 2 == 0 else protocols[::-1]  # alternate who goes first
                     for p in order:
+                        serving = server if p.server == "deploykit" else pytriton
+                        s0, c0 = serving.cpu_seconds(), _own_seconds()
                         rate, lat = await p.measure(c, args.duration)
+                        s1, c1 = serving.cpu_seconds(), _own_seconds()
                         cells[(p.server, p.name, c)].append(rate)
                         lats[(p.server, p.name, c)] += lat
+                        cpu[(p.server, p.name, c)].append(((s1 - s0) * 1e3 / max(1, len(lat)),
+                                                           (c1 - c0) * 1e3 / max(1, len(lat))))
                         print(f"{model.name} round {round_ + 1} c={c} {p.server} {p.name}: {rate:.0f} req/s",
                               flush=True)
             for (who, name, c), rates in cells.items():
                 rows.append({"model": model.name, "shape": model.shape, "server": who, "protocol": name,
                              "concurrency": c, "rate": statistics.median(rates), "rates": rates,
                              "p50": float(np.percentile(lats[(who, name, c)], 50)),
-                             "p99": float(np.percentile(lats[(who, name, c)], 99))})
+                             "p99": float(np.percentile(lats[(who, name, c)], 99)),
+                             "server_ms": statistics.median(x[0] for x in cpu[(who, name, c)]),
+                             "client_ms": statistics.median(x[1] for x in cpu[(who, name, c)])})
             for p in protocols:
                 await p.close()
             if pytriton is not None:
@@ -302,9 +310,14 @@ def render(rows, env, args, others_cores) -> list[str]:
         f"- One server, `--batching off`; batch-1 fp32 requests, binary tensors (HTTP binary extension, gRPC raw "
         f"contents); Triton's asyncio clients; {args.rounds} interleaved rounds of {args.duration:g} s per cell, "
         "median reported.",
+        "- CPU ms/request: utime + stime over each window divided by the requests it answered, of the server "
+        "process (`/proc/<pid>/stat`, all its threads) and of this client process, median of the rounds. The "
+        "server's is the attributable cost of a protocol; the client's shares the same 2 cores, so it caps "
+        "req/s as well.",
         "",
-        "| model | input | concurrency | HTTP req/s | gRPC req/s | gRPC / HTTP | HTTP p50/p99 ms | gRPC p50/p99 ms |",
-        "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | input | concurrency | HTTP req/s | gRPC req/s | gRPC / HTTP | server CPU ms/req HTTP / gRPC | "
+        "client CPU ms/req HTTP / gRPC | HTTP p50/p99 ms | gRPC p50/p99 ms |",
+        "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     verdicts = []
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -313,7 +326,9 @@ def render(rows, env, args, others_cores) -> list[str]:
             g = _row(rows, name, "deploykit", "grpc", c)
             ratio = g["rate"] / h["rate"]
             lines.append(f"| {name} | {'x'.join(map(str, h['shape']))} | {c} | {h['rate']:.0f} | {g['rate']:.0f} | "
-                         f"{ratio:.2f}x | {h['p50']:.2f} / {h['p99']:.2f} | {g['p50']:.2f} / {g['p99']:.2f} |")
+                         f"{ratio:.2f}x | {h['server_ms']:.2f} / {g['server_ms']:.2f} | "
+                         f"{h['client_ms']:.2f} / {g['client_ms']:.2f} | "
+                         f"{h['p50']:.2f} / {h['p99']:.2f} | {g['p50']:.2f} / {g['p99']:.2f} |")
             if c == 8:
                 verdicts.append(f"- {name}: gRPC at concurrency 8 = {ratio:.2f}x HTTP (target >= 1x): "
                                 f"**{'met' if ratio >= 1 else 'MISSED'}**")
