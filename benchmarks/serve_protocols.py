@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import closed_loop_async  # noqa: E402
 from benchmarks.serve_throughput import (_busy_seconds, _own_seconds, _process_seconds,  # noqa: E402
                                          environment, export_models, load_model)
 
@@ -226,13 +227,8 @@ class Protocol:
         stop = time.perf_counter() + seconds
         latencies: list[float] = []
 
-        async def loop():
-            while (t0 := time.perf_counter()) < stop:
-                await self.infer()
-                latencies.append((time.perf_counter() - t0) * 1000)
-
         start = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        await asyncio.gather(*(closed_loop_async(self.infer, stop, latencies) for _ in range(concurrency)))
         return len(latencies) / (time.perf_counter() - start), latencies
 
     async def close(self):
