@@ -8,6 +8,13 @@ server. Every (protocol, concurrency) window is interleaved with the others in r
 round is reported; before timing, each protocol's answer is checked bit for bit against a local ONNX
 Runtime session. The server runs with `--batching off` so the comparison is of the protocols alone.
 
+The client process keeps freed buffers in glibc's heap as `deploykit serve` does
+(`deploykit.serve.server.keep_freed_buffers`): otherwise every 800 KB message the gRPC client builds or
+receives is a fresh mmap (~60 page faults a request at concurrency 8, ~0.2 ms of client CPU on the cores
+the server shares), a cost of glibc's defaults in this process, not of either protocol's server. Both
+protocols' clients live in this one process, so the setting applies to both alike. The table gives the
+server's and the client's CPU per request separately.
+
 Target (issue 20): gRPC throughput at concurrency 8 >= the HTTP path's on the same model.
 
 PyTriton (optional benchmark dependency, run by hand, in no extra): where an interpreter with
@@ -306,6 +313,8 @@ def render(rows, env, args, others_cores) -> list[str]:
         f"- One server, `--batching off`; batch-1 fp32 requests, binary tensors (HTTP binary extension, gRPC raw "
         f"contents); Triton's asyncio clients; {args.rounds} interleaved rounds of {args.duration:g} s per cell, "
         "median reported.",
+        "- Client process: glibc keeps freed buffers (mmap threshold 32 MiB, as `deploykit serve` sets it): "
+        + ("applied" if env.get("client_malloc") else "NOT applied (not glibc, or MALLOC_* set)") + ".",
         "- CPU ms/request: utime + stime over each window divided by the requests it answered, of the server "
         "process (`/proc/<pid>/stat`, all its threads) and of this client process, median of the rounds. The "
         "server's is the attributable cost of a protocol; the client's shares the same 2 cores, so it caps "
@@ -376,6 +385,9 @@ def main(argv=None) -> int:
         print(f"PyTriton not compared: {args.pytriton_skipped}; measuring deploykit alone", flush=True)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
+    from deploykit.serve.server import keep_freed_buffers
+
+    client_malloc = keep_freed_buffers()
     env = environment()
     env["libs"].update({k: v for k, v in (("grpcio", _version("grpcio")), ("protobuf", _version("protobuf"))) if v})
     if args.pytriton:
@@ -399,6 +411,7 @@ def main(argv=None) -> int:
     if busy0 is not None and busy1 is not None:
         others = max(0.0, (busy1 - busy0) - (_own_seconds() - own0) - server_cpu) / wall
     env["load_end"] = [round(v, 2) for v in os.getloadavg()]
+    env["client_malloc"] = client_malloc
     lines = render(rows, env, args, others)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))

@@ -60,10 +60,11 @@ def keep_freed_buffers() -> bool:
 
     gRPC core allocates each received and sent message (800 KB for a 1x64x56x56 fp32 tensor) with malloc;
     above glibc's mmap threshold (128 KiB, raised only as far as the largest block freed so far) every
-    such buffer is a fresh mmap, and a top of heap past twice that is trimmed, so each request paid ~200
-    page faults per direction plus munmap: ~1 ms of server CPU, a third of a gRPC request. Serving blocks
-    up to 32 MiB from the heap and trimming only past 256 MiB keeps them reused; the resident size stays
-    bounded by the peak in use, as before. The HTTP path reuses its socket buffers and is unaffected.
+    such buffer is a fresh mmap, and a top of heap past twice that is trimmed, so each request paid 300-400
+    page faults plus munmap: ~0.8 ms of server CPU, a third of a gRPC request. Serving blocks
+    up to 32 MiB from the heap and trimming only past 256 MiB keeps them reused. The price: after a burst,
+    freed heap (never more than the burst's peak, and trimmed past 256 MiB) stays resident for reuse. The
+    HTTP path reuses uvloop's read buffer and gains little.
     Returns whether it applied: not on other C libraries, and not when the user tunes malloc through the
     environment (MALLOC_* or GLIBC_TUNABLES), which wins.
     """
@@ -71,7 +72,8 @@ def keep_freed_buffers() -> bool:
     import os
     import platform
 
-    if platform.libc_ver()[0] != "glibc" or any(k == "GLIBC_TUNABLES" or k.startswith("MALLOC_") for k in os.environ):
+    if platform.libc_ver()[0] != "glibc" or any(k == "GLIBC_TUNABLES" or k.startswith("MALLOC_")
+                                                for k in os.environ):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
