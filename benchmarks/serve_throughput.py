@@ -221,7 +221,8 @@ class Served:
 
     def __init__(self, repo: Path, model: Model, label: str, flags: list[str], clients: int, exact: bool):
         self.model, self.label, self.flags, self.clients, self.exact = model, label, flags, clients, exact
-        cmd = [sys.executable, "-m", "deploykit", "serve", str(repo), "--port", "0", *flags]
+        # HTTP only: with gRPC on its default port 8001, the second server of a run could not start.
+        cmd = [sys.executable, "-m", "deploykit", "serve", str(repo), "--port", "0", "--no-grpc", *flags]
         self.log = tempfile.NamedTemporaryFile("w+", prefix="serve-bench-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      start_new_session=True)
@@ -235,8 +236,9 @@ class Served:
                 self.address = line.split()[4].removeprefix("http://")
                 break
         if self.address is None:
+            log = Path(self.log.name).read_text()  # close() deletes it
             self.close()
-            raise SystemExit(f"server for '{label}' did not start:\n{Path(self.log.name).read_text()}")
+            raise SystemExit(f"server for '{label}' did not start:\n{log}")
         import tritonclient.http as httpclient
 
         self.http = httpclient
