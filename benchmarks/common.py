@@ -10,7 +10,8 @@ import importlib.util
 import math
 import shlex
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +124,26 @@ def timed_cli_export(target: list[str], out_dir: str | Path, *, python: str = sy
     return {"wall": wall, "code": proc.returncode, "report": report,
             "stderr": (proc.stderr.strip().splitlines() or [""])[-1][:200]}
 
+
+
+# ---------------------------------------------------------------------------------- load clients
+# One closed-loop client: send, wait for the answer, send again, until `stop` (a perf_counter time); each
+# call's latency in ms goes to `latencies`. The sync form serves threads and greenlets, the async one
+# asyncio tasks. With `errors`, a failed call is recorded there and ends that loop; without, it raises.
+def closed_loop(call: Callable[[], object], stop: float, latencies: list[float],
+                errors: list[str] | None = None) -> None:
+    while (t0 := time.perf_counter()) < stop:
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - counted and reported by the caller
+            if errors is None:
+                raise
+            errors.append(f"{type(exc).__name__}: {exc}")
+            return
+        latencies.append((time.perf_counter() - t0) * 1000)
+
+
+async def closed_loop_async(call: Callable[[], Awaitable[object]], stop: float, latencies: list[float]) -> None:
+    while (t0 := time.perf_counter()) < stop:
+        await call()
+        latencies.append((time.perf_counter() - t0) * 1000)

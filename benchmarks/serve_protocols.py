@@ -8,6 +8,13 @@ server. Every (protocol, concurrency) window is interleaved with the others in r
 round is reported; before timing, each protocol's answer is checked bit for bit against a local ONNX
 Runtime session. The server runs with `--batching off` so the comparison is of the protocols alone.
 
+The client process keeps freed buffers in glibc's heap as `deploykit serve` does
+(`deploykit.serve.server.keep_freed_buffers`): otherwise every 800 KB message the gRPC client builds or
+receives is a fresh mmap (~60 page faults a request at concurrency 8, ~0.2 ms of client CPU on the cores
+the server shares), a cost of glibc's defaults in this process, not of either protocol's server. Both
+protocols' clients live in this one process, so the setting applies to both alike. The table gives the
+server's and the client's CPU per request separately.
+
 Target (issue 20): gRPC throughput at concurrency 8 >= the HTTP path's on the same model.
 
 PyTriton (optional benchmark dependency, run by hand, in no extra): where an interpreter with
@@ -48,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import closed_loop_async  # noqa: E402
 from benchmarks.serve_throughput import (_busy_seconds, _own_seconds, _process_seconds,  # noqa: E402
                                          environment, export_models, load_model)
 
@@ -226,13 +234,8 @@ class Protocol:
         stop = time.perf_counter() + seconds
         latencies: list[float] = []
 
-        async def loop():
-            while (t0 := time.perf_counter()) < stop:
-                await self.infer()
-                latencies.append((time.perf_counter() - t0) * 1000)
-
         start = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        await asyncio.gather(*(closed_loop_async(self.infer, stop, latencies) for _ in range(concurrency)))
         return len(latencies) / (time.perf_counter() - start), latencies
 
     async def close(self):
@@ -257,20 +260,28 @@ async def run(args, models, repo: Path) -> tuple[list[dict], float]:
                 await p.measure(max(args.concurrency), min(1.0, args.duration))  # warm-up
             cells = {(p.server, p.name, c): [] for p in protocols for c in args.concurrency}
             lats = {key: [] for key in cells}
+            cpu = {key: [] for key in cells}   # (server, client) CPU ms per request of each window
             for round_ in range(args.rounds):
                 for c in args.concurrency:
                     order = protocols if round_ % 2 == 0 else protocols[::-1]  # alternate who goes first
                     for p in order:
+                        serving = server if p.server == "deploykit" else pytriton
+                        s0, c0 = serving.cpu_seconds(), _own_seconds()
                         rate, lat = await p.measure(c, args.duration)
+                        s1, c1 = serving.cpu_seconds(), _own_seconds()
                         cells[(p.server, p.name, c)].append(rate)
                         lats[(p.server, p.name, c)] += lat
+                        cpu[(p.server, p.name, c)].append(((s1 - s0) * 1e3 / max(1, len(lat)),
+                                                           (c1 - c0) * 1e3 / max(1, len(lat))))
                         print(f"{model.name} round {round_ + 1} c={c} {p.server} {p.name}: {rate:.0f} req/s",
                               flush=True)
             for (who, name, c), rates in cells.items():
                 rows.append({"model": model.name, "shape": model.shape, "server": who, "protocol": name,
                              "concurrency": c, "rate": statistics.median(rates), "rates": rates,
                              "p50": float(np.percentile(lats[(who, name, c)], 50)),
-                             "p99": float(np.percentile(lats[(who, name, c)], 99))})
+                             "p99": float(np.percentile(lats[(who, name, c)], 99)),
+                             "server_ms": statistics.median(x[0] for x in cpu[(who, name, c)]),
+                             "client_ms": statistics.median(x[1] for x in cpu[(who, name, c)])})
             for p in protocols:
                 await p.close()
             if pytriton is not None:
@@ -302,9 +313,16 @@ def render(rows, env, args, others_cores) -> list[str]:
         f"- One server, `--batching off`; batch-1 fp32 requests, binary tensors (HTTP binary extension, gRPC raw "
         f"contents); Triton's asyncio clients; {args.rounds} interleaved rounds of {args.duration:g} s per cell, "
         "median reported.",
+        "- Client process: glibc keeps freed buffers (mmap threshold 32 MiB, as `deploykit serve` sets it): "
+        + ("applied" if env.get("client_malloc") else "NOT applied (not glibc, or MALLOC_* set)") + ".",
+        "- CPU ms/request: utime + stime over each window divided by the requests it answered, of the server "
+        "process (`/proc/<pid>/stat`, all its threads) and of this client process, median of the rounds. The "
+        "server's is the attributable cost of a protocol; the client's shares the same 2 cores, so it caps "
+        "req/s as well.",
         "",
-        "| model | input | concurrency | HTTP req/s | gRPC req/s | gRPC / HTTP | HTTP p50/p99 ms | gRPC p50/p99 ms |",
-        "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | input | concurrency | HTTP req/s | gRPC req/s | gRPC / HTTP | server CPU ms/req HTTP / gRPC | "
+        "client CPU ms/req HTTP / gRPC | HTTP p50/p99 ms | gRPC p50/p99 ms |",
+        "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     verdicts = []
     for name in dict.fromkeys(r["model"] for r in rows):
@@ -313,7 +331,9 @@ def render(rows, env, args, others_cores) -> list[str]:
             g = _row(rows, name, "deploykit", "grpc", c)
             ratio = g["rate"] / h["rate"]
             lines.append(f"| {name} | {'x'.join(map(str, h['shape']))} | {c} | {h['rate']:.0f} | {g['rate']:.0f} | "
-                         f"{ratio:.2f}x | {h['p50']:.2f} / {h['p99']:.2f} | {g['p50']:.2f} / {g['p99']:.2f} |")
+                         f"{ratio:.2f}x | {h['server_ms']:.2f} / {g['server_ms']:.2f} | "
+                         f"{h['client_ms']:.2f} / {g['client_ms']:.2f} | "
+                         f"{h['p50']:.2f} / {h['p99']:.2f} | {g['p50']:.2f} / {g['p99']:.2f} |")
             if c == 8:
                 verdicts.append(f"- {name}: gRPC at concurrency 8 = {ratio:.2f}x HTTP (target >= 1x): "
                                 f"**{'met' if ratio >= 1 else 'MISSED'}**")
@@ -365,6 +385,9 @@ def main(argv=None) -> int:
         print(f"PyTriton not compared: {args.pytriton_skipped}; measuring deploykit alone", flush=True)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
 
+    from deploykit.serve.server import keep_freed_buffers
+
+    client_malloc = keep_freed_buffers()
     env = environment()
     env["libs"].update({k: v for k, v in (("grpcio", _version("grpcio")), ("protobuf", _version("protobuf"))) if v})
     if args.pytriton:
@@ -388,6 +411,7 @@ def main(argv=None) -> int:
     if busy0 is not None and busy1 is not None:
         others = max(0.0, (busy1 - busy0) - (_own_seconds() - own0) - server_cpu) / wall
     env["load_end"] = [round(v, 2) for v in os.getloadavg()]
+    env["client_malloc"] = client_malloc
     lines = render(rows, env, args, others)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines))

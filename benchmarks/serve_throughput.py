@@ -51,6 +51,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python benchmarks/serve_throughput.py` from a checkout
     sys.path.insert(0, str(REPO))
 
+from benchmarks.common import closed_loop  # noqa: E402
+
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "serve_throughput.md"
 READY = "deploykit serve: listening on"
 TARGET_RATIO = 0.8
@@ -198,25 +200,17 @@ class BareOrt:
 
     def measure(self, seconds: float) -> Window:
         stop = time.perf_counter() + seconds
-        counts, lat = [0] * self.callers, [[] for _ in range(self.callers)]
-
-        def loop(i):
-            feed = {"input": self.x}
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= stop:
-                    return
-                self.session.run(None, feed)
-                lat[i].append((time.perf_counter() - t0) * 1000)
-                counts[i] += self.batch
-
+        lat = [[] for _ in range(self.callers)]
+        feed = {"input": self.x}
         start = time.perf_counter()
-        threads = [threading.Thread(target=loop, args=(i,)) for i in range(self.callers)]
+        threads = [threading.Thread(target=closed_loop, args=(lambda: self.session.run(None, feed), stop, lat[i]))
+                   for i in range(self.callers)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        return Window(sum(counts), time.perf_counter() - start, [v for per in lat for v in per])
+        return Window(sum(len(per) for per in lat) * self.batch, time.perf_counter() - start,
+                      [v for per in lat for v in per])
 
     def close(self):
         self.session = None
@@ -227,7 +221,8 @@ class Served:
 
     def __init__(self, repo: Path, model: Model, label: str, flags: list[str], clients: int, exact: bool):
         self.model, self.label, self.flags, self.clients, self.exact = model, label, flags, clients, exact
-        cmd = [sys.executable, "-m", "deploykit", "serve", str(repo), "--port", "0", *flags]
+        # HTTP only: with gRPC on its default port 8001, the second server of a run could not start.
+        cmd = [sys.executable, "-m", "deploykit", "serve", str(repo), "--port", "0", "--no-grpc", *flags]
         self.log = tempfile.NamedTemporaryFile("w+", prefix="serve-bench-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self.log, text=True,
                                      start_new_session=True)
@@ -241,8 +236,9 @@ class Served:
                 self.address = line.split()[4].removeprefix("http://")
                 break
         if self.address is None:
+            log = Path(self.log.name).read_text()  # close() deletes it
             self.close()
-            raise SystemExit(f"server for '{label}' did not start:\n{Path(self.log.name).read_text()}")
+            raise SystemExit(f"server for '{label}' did not start:\n{log}")
         import tritonclient.http as httpclient
 
         self.http = httpclient
@@ -271,20 +267,12 @@ class Served:
         lat: list[list[float]] = [[] for _ in range(self.clients)]
         errors: list[str] = []
 
-        def loop(i):
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= stop:
-                    return
-                try:
-                    self.client.infer(self.model.name, [self.tensor], outputs=self.outputs).as_numpy("output")
-                except Exception as exc:  # noqa: BLE001 - counted and reported
-                    errors.append(f"{type(exc).__name__}: {exc}")
-                    return
-                lat[i].append((time.perf_counter() - t0) * 1000)
+        def call():
+            self.client.infer(self.model.name, [self.tensor], outputs=self.outputs).as_numpy("output")
 
         start = time.perf_counter()
-        gevent.joinall([gevent.spawn(loop, i) for i in range(self.clients)], timeout=seconds + 120)
+        gevent.joinall([gevent.spawn(closed_loop, call, stop, lat[i], errors) for i in range(self.clients)],
+                       timeout=seconds + 120)
         elapsed = time.perf_counter() - start
         if errors:
             raise SystemExit(f"'{self.label}': {len(errors)} failed requests, first: {errors[0]}")

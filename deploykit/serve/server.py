@@ -49,6 +49,39 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+# glibc mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit systems.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 << 20
+TRIM_THRESHOLD = 256 << 20
+
+
+def keep_freed_buffers() -> bool:
+    """Let glibc reuse freed tensor-sized buffers instead of returning them to the kernel at once.
+
+    gRPC core allocates each received and sent message (800 KB for a 1x64x56x56 fp32 tensor) with malloc;
+    above glibc's mmap threshold (128 KiB, raised only as far as the largest block freed so far) every
+    such buffer is a fresh mmap, and a top of heap past twice that is trimmed, so each request paid 300-400
+    page faults plus munmap: ~0.8 ms of server CPU, a third of a gRPC request. Serving blocks
+    up to 32 MiB from the heap and trimming only past 256 MiB keeps them reused. The price: after a burst,
+    freed heap (never more than the burst's peak, and trimmed past 256 MiB) stays resident for reuse. The
+    HTTP path reuses uvloop's read buffer and gains little.
+    Returns whether it applied: not on other C libraries, and not when the user tunes malloc through the
+    environment (MALLOC_* or GLIBC_TUNABLES), which wins.
+    """
+    import ctypes
+    import os
+    import platform
+
+    if platform.libc_ver()[0] != "glibc" or any(k == "GLIBC_TUNABLES" or k.startswith("MALLOC_")
+                                                for k in os.environ):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
@@ -121,6 +154,7 @@ def serve(root, settings: ServeSettings | None = None, *, out: Callable[[str], N
         MissingDependency: the serve extra is missing, or no model can run here (exit 3).
     """
     settings = settings or ServeSettings()
+    keep_freed_buffers()
     out = out or (lambda m: print(m, flush=True))
     err = err or (lambda m: print(m, file=sys.stderr, flush=True))
     require("fastapi", extra="serve", purpose="deploykit serve")

@@ -146,3 +146,61 @@ class LiveServer:
 
 def make_input(shape, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+class LoadRun:
+    """What `bounded_load` saw: per-client latencies (s) of the requests answered, failures, wall time."""
+
+    def __init__(self, clients: int):
+        self.latencies: list[list[float]] = [[] for _ in range(clients)]
+        self.errors: list[str] = []
+        self.elapsed = 0.0
+
+    @property
+    def answered(self) -> list[int]:
+        return [len(per) for per in self.latencies]
+
+
+def bounded_load(make_caller, expected: list[np.ndarray], *, duration_s: float = 3.0,
+                 max_requests: int = 2000) -> LoadRun:
+    """One thread per entry of `expected`, all started together, each sending requests for `duration_s`
+    (and at most `max_requests`); bounded in time and in count.
+
+    `make_caller(i)`, called in client i's thread, returns `(call, close)`: `call()` sends one request and
+    returns its output array, compared bit for bit with `expected[i]`; `close()` releases the client.
+    Every exception and wrong answer is recorded in `errors`; the caller asserts on the run.
+    """
+    run = LoadRun(len(expected))
+    start = threading.Barrier(len(expected) + 1)
+    stop_at = [0.0]
+
+    def client_loop(i: int) -> None:
+        call, close = make_caller(i)
+        start.wait(30)
+        try:
+            for _ in range(max_requests):
+                if time.perf_counter() >= stop_at[0]:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    y = call()
+                except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
+                    run.errors.append(f"client {i}: {type(exc).__name__}: {exc}")
+                    continue
+                run.latencies[i].append(time.perf_counter() - t0)
+                if not np.array_equal(y, expected[i]):
+                    run.errors.append(f"client {i}: wrong output (max abs {np.abs(y - expected[i]).max():.3g})")
+        finally:
+            close()
+
+    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(len(expected))]
+    for t in threads:
+        t.start()
+    stop_at[0] = time.perf_counter() + duration_s
+    start.wait(30)
+    began = time.perf_counter()
+    for t in threads:
+        t.join(duration_s + 60)
+    run.elapsed = time.perf_counter() - began
+    assert not any(t.is_alive() for t in threads), "a client hung"
+    return run

@@ -7,13 +7,9 @@ answered. Loops are bounded in time and in count.
 
 from __future__ import annotations
 
-import threading
-import time
-
-import numpy as np
 import pytest
 
-from tests.serve.helpers import make_input, needs_serve_extra
+from tests.serve.helpers import bounded_load, make_input, needs_serve_extra
 
 needs_serve_extra()
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="needs tritonclient[grpc] (test extra)")
@@ -32,42 +28,15 @@ def test_concurrent_grpc_load_has_no_errors_and_is_counted(server, model_repo, c
     probe = grpcclient.InferenceServerClient(server.grpc_address)
     before = probe.get_inference_statistics("se", as_json=True)["model_stats"][0]
 
-    done = [0] * CLIENTS
-    errors: list[str] = []
-    start = threading.Barrier(CLIENTS + 1)
-    stop_at = [0.0]
-
-    def client_loop(i: int) -> None:
+    def make_caller(i: int):
         client = grpcclient.InferenceServerClient(server.grpc_address)
         tensor = grpcclient.InferInput("input", list(inputs[i].shape), "FP32")
         tensor.set_data_from_numpy(inputs[i])
-        start.wait(30)
-        try:
-            for _ in range(MAX_REQUESTS_PER_CLIENT):
-                if time.perf_counter() >= stop_at[0]:
-                    break
-                try:
-                    y = client.infer("se", [tensor], client_timeout=30).as_numpy("output")
-                except Exception as exc:  # noqa: BLE001 - every failure is counted and shown
-                    errors.append(f"client {i}: {type(exc).__name__}: {exc}")
-                    continue
-                done[i] += 1
-                if not np.array_equal(y, expected[i]):
-                    errors.append(f"client {i}: wrong output")
-        finally:
-            client.close()
+        return (lambda: client.infer("se", [tensor], client_timeout=30).as_numpy("output")), client.close
 
-    threads = [threading.Thread(target=client_loop, args=(i,), daemon=True) for i in range(CLIENTS)]
-    for t in threads:
-        t.start()
-    stop_at[0] = time.perf_counter() + DURATION_S
-    start.wait(30)
-    began = time.perf_counter()
-    for t in threads:
-        t.join(DURATION_S + 60)
-    elapsed = time.perf_counter() - began
-    assert not any(t.is_alive() for t in threads), "a client hung"
-    assert errors == [], errors[:5]
+    run = bounded_load(make_caller, expected, duration_s=DURATION_S, max_requests=MAX_REQUESTS_PER_CLIENT)
+    done, elapsed = run.answered, run.elapsed
+    assert run.errors == [], run.errors[:5]
     assert all(n > 0 for n in done), done
 
     after = probe.get_inference_statistics("se", as_json=True)["model_stats"][0]
