@@ -12,8 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
-from deploykit.repository import MANIFEST_NAME, atomic_write_json, atomic_write_text, version_dirs
 from deploykit.errors import Interrupted
+from deploykit.repository import MANIFEST_NAME, atomic_write_json, atomic_write_text, version_dirs
 from deploykit.repository_journal import install_version, recover
 
 
