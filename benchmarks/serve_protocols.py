@@ -1,11 +1,16 @@
 """gRPC against HTTP on one `deploykit serve`: the same model, binary tensors, concurrency 1, 4 and 8.
 
 One server process serves both protocols (HTTP on --port, gRPC on --grpc-port), so both reach the same
-model, scheduler and ONNX Runtime session; only the wire differs. The clients are Triton's own asyncio
-clients (`tritonclient.http.aio` with binary tensors both ways, `tritonclient.grpc.aio` with raw
-contents), `c` closed-loop tasks each (send, wait, send again) in this process, on the same cores as the
-server. Every (protocol, concurrency) window is interleaved with the others in rounds and the median
-round is reported; before timing, each protocol's answer is checked bit for bit against a local ONNX
+model, scheduler and ONNX Runtime session; only the wire differs. The clients are Triton's own, with
+binary tensors both ways (HTTP binary extension, gRPC raw contents), `c` closed loops each (send, wait,
+send again) in this process, on the same cores as the server, in two families:
+
+- asyncio: `tritonclient.http.aio` and `tritonclient.grpc.aio`, `c` tasks on one event loop; gRPC both as
+  unary ModelInfer calls and as ModelStreamInfer streams (one per loop, perf_analyzer's `--streaming`);
+- threads: the blocking `tritonclient.http` and `tritonclient.grpc` clients, one per thread, `c` threads.
+
+Each gRPC pairing is compared with HTTP in the same client family. Every (protocol, clients,
+concurrency) window is interleaved with the others in rounds and the median round is reported; before timing, each protocol's answer is checked bit for bit against a local ONNX
 Runtime session. The server runs with `--batching off` so the comparison is of the protocols alone.
 
 The client process keeps freed buffers in glibc's heap as `deploykit serve` does
@@ -46,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,7 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.common import closed_loop_async  # noqa: E402
+from benchmarks.common import closed_loop, closed_loop_async  # noqa: E402
 from benchmarks.serve_throughput import (_busy_seconds, _own_seconds, _process_seconds,  # noqa: E402
                                          environment, export_models, load_model)
 
@@ -205,41 +211,144 @@ class PyTritonServer:
 
 
 class Protocol:
-    """One protocol's asyncio client and the request it sends, prepared once."""
+    """One way of loading a server: a protocol, a client family and the request, prepared once.
 
-    def __init__(self, name: str, address: str, model, server: str = "deploykit"):
-        self.name, self.model, self.server = name, model, server
-        if name == "http":
-            import tritonclient.http.aio as client_mod
+    `name` is the protocol and mode: "http", "grpc" (unary ModelInfer calls) or "grpc-stream"
+    (ModelStreamInfer: each closed loop keeps one bidirectional stream open and sends its next request
+    when the last answer arrives, as perf_analyzer's `--streaming` does). `clients` is "asyncio" (Triton's
+    asyncio clients, all loops as tasks of this process's event loop) or "threads" (Triton's blocking
+    clients, one client per thread, as a threaded Python application would use them).
+    """
 
-            self.client = client_mod.InferenceServerClient(address, conn_limit=64)
-            tensor = client_mod.InferInput("input", list(model.shape), "FP32")
-            tensor.set_data_from_numpy(model.x, binary_data=True)
-            self.outputs = [client_mod.InferRequestedOutput("output", binary_data=True)]
+    def __init__(self, name: str, address: str, model, server: str = "deploykit", clients: str = "asyncio"):
+        self.name, self.address, self.model, self.server, self.clients = name, address, model, server, clients
+        if clients == "asyncio":
+            self.client, self.inputs, self.outputs = self._prepare("aio")
+
+    def _prepare(self, flavour: str):
+        """A client of this protocol (flavour "aio" or "sync") and the request's inputs and outputs."""
+        import importlib
+
+        base = "tritonclient.http" if self.name == "http" else "tritonclient.grpc"
+        module = importlib.import_module(base + (".aio" if flavour == "aio" else ""))
+        if self.name == "http":
+            client = module.InferenceServerClient(self.address, **({"conn_limit": 64} if flavour == "aio" else {}))
         else:
-            import tritonclient.grpc.aio as client_mod
+            client = module.InferenceServerClient(self.address)
+        tensor = module.InferInput("input", list(self.model.shape), "FP32")
+        if self.name == "http":
+            tensor.set_data_from_numpy(self.model.x, binary_data=True)
+            outputs = [module.InferRequestedOutput("output", binary_data=True)]
+        else:
+            tensor.set_data_from_numpy(self.model.x)
+            outputs = [module.InferRequestedOutput("output")]
+        return client, [tensor], outputs
 
-            self.client = client_mod.InferenceServerClient(address)
-            tensor = client_mod.InferInput("input", list(model.shape), "FP32")
-            tensor.set_data_from_numpy(model.x)
-            self.outputs = [client_mod.InferRequestedOutput("output")]
-        self.inputs = [tensor]
+    @property
+    def label(self) -> str:
+        return f"{self.server} {self.name} ({self.clients})"
 
     async def infer(self) -> np.ndarray:
+        if self.clients == "threads":
+            client, inputs, outputs = self._prepare("sync")
+            try:
+                return client.infer(self.model.name, inputs, outputs=outputs).as_numpy("output")
+            finally:
+                client.close()
+        if self.name == "grpc-stream":
+            async with Stream(self) as stream:
+                return await stream.infer()
         result = await self.client.infer(self.model.name, self.inputs, outputs=self.outputs)
         return result.as_numpy("output")
 
     async def measure(self, concurrency: int, seconds: float) -> tuple[float, list[float]]:
         """Requests per second and latencies (ms) of `concurrency` closed loops for `seconds`."""
+        if self.clients == "threads":
+            return await asyncio.to_thread(self._measure_threads, concurrency, seconds)
         stop = time.perf_counter() + seconds
         latencies: list[float] = []
 
+        async def loop():
+            if self.name != "grpc-stream":
+                return await closed_loop_async(self.infer, stop, latencies)
+            async with Stream(self) as stream:
+                await closed_loop_async(stream.infer, stop, latencies)
+
         start = time.perf_counter()
-        await asyncio.gather(*(closed_loop_async(self.infer, stop, latencies) for _ in range(concurrency)))
+        await asyncio.gather(*(loop() for _ in range(concurrency)))
+        return len(latencies) / (time.perf_counter() - start), latencies
+
+    def _measure_threads(self, concurrency: int, seconds: float) -> tuple[float, list[float]]:
+        """`concurrency` threads, each with its own blocking client (made and warmed before the clock starts)."""
+        latencies: list[float] = []
+        gate = threading.Barrier(concurrency + 1)
+        window = {}
+        errors: list[BaseException] = []
+
+        def loop():
+            client, inputs, outputs = self._prepare("sync")
+            try:
+                client.infer(self.model.name, inputs, outputs=outputs)
+                gate.wait()
+                gate.wait()   # the window's stop time is set between the two
+                mine = []
+                closed_loop(lambda: client.infer(self.model.name, inputs, outputs=outputs).as_numpy("output"),
+                            window["stop"], mine)
+                latencies.extend(mine)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the measuring thread
+                errors.append(exc)
+                gate.abort()
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=loop) for _ in range(concurrency)]
+        for t in threads:
+            t.start()
+        try:
+            gate.wait()
+            start = time.perf_counter()
+            window["stop"] = start + seconds
+            gate.wait()
+        except threading.BrokenBarrierError:
+            pass
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
         return len(latencies) / (time.perf_counter() - start), latencies
 
     async def close(self):
-        await self.client.close()
+        if self.clients == "asyncio":
+            await self.client.close()
+
+
+class Stream:
+    """One open ModelStreamInfer stream of Triton's asyncio gRPC client, one request in flight at a time."""
+
+    def __init__(self, protocol: Protocol):
+        self.protocol = protocol
+        self.requests: asyncio.Queue = asyncio.Queue()
+
+    async def __aenter__(self):
+        async def requests():
+            while (request := await self.requests.get()) is not None:
+                yield request
+
+        self.answers = self.protocol.client.stream_infer(requests()).__aiter__()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.requests.put(None)
+        async for _ in self.answers:  # drain to the end of the stream
+            pass
+
+    async def infer(self) -> np.ndarray:
+        p = self.protocol
+        await self.requests.put({"model_name": p.model.name, "inputs": p.inputs, "outputs": p.outputs})
+        result, error = await self.answers.__anext__()
+        if error is not None:
+            raise error
+        return result.as_numpy("output")
 
 
 async def run(args, models, repo: Path) -> tuple[list[dict], float]:
@@ -247,7 +356,10 @@ async def run(args, models, repo: Path) -> tuple[list[dict], float]:
     rows, other_cpu = [], 0.0
     try:
         for model in models:
-            protocols = [Protocol("http", server.http, model), Protocol("grpc", server.grpc, model)]
+            protocols = [Protocol("http", server.http, model), Protocol("grpc", server.grpc, model),
+                         Protocol("grpc-stream", server.grpc, model),
+                         Protocol("http", server.http, model, clients="threads"),
+                         Protocol("grpc", server.grpc, model, clients="threads")]
             pytriton = PyTritonServer(args.pytriton_python, model) if args.pytriton else None
             if pytriton is not None:
                 protocols += [Protocol("http", pytriton.http, model, "pytriton"),
@@ -256,9 +368,9 @@ async def run(args, models, repo: Path) -> tuple[list[dict], float]:
                 for _ in range(3):
                     y = await p.infer()
                     if not np.array_equal(y, model.expected):
-                        raise SystemExit(f"{p.server} {p.name} answered {model.name} differently from a local session")
+                        raise SystemExit(f"{p.label} answered {model.name} differently from a local session")
                 await p.measure(max(args.concurrency), min(1.0, args.duration))  # warm-up
-            cells = {(p.server, p.name, c): [] for p in protocols for c in args.concurrency}
+            cells = {(p.server, p.name, p.clients, c): [] for p in protocols for c in args.concurrency}
             lats = {key: [] for key in cells}
             cpu = {key: [] for key in cells}   # (server, client) CPU ms per request of each window
             for round_ in range(args.rounds):
@@ -269,19 +381,18 @@ async def run(args, models, repo: Path) -> tuple[list[dict], float]:
                         s0, c0 = serving.cpu_seconds(), _own_seconds()
                         rate, lat = await p.measure(c, args.duration)
                         s1, c1 = serving.cpu_seconds(), _own_seconds()
-                        cells[(p.server, p.name, c)].append(rate)
-                        lats[(p.server, p.name, c)] += lat
-                        cpu[(p.server, p.name, c)].append(((s1 - s0) * 1e3 / max(1, len(lat)),
-                                                           (c1 - c0) * 1e3 / max(1, len(lat))))
-                        print(f"{model.name} round {round_ + 1} c={c} {p.server} {p.name}: {rate:.0f} req/s",
-                              flush=True)
-            for (who, name, c), rates in cells.items():
+                        key = (p.server, p.name, p.clients, c)
+                        cells[key].append(rate)
+                        lats[key] += lat
+                        cpu[key].append(((s1 - s0) * 1e3 / max(1, len(lat)), (c1 - c0) * 1e3 / max(1, len(lat))))
+                        print(f"{model.name} round {round_ + 1} c={c} {p.label}: {rate:.0f} req/s", flush=True)
+            for (who, name, clients, c), rates in cells.items():
+                key = (who, name, clients, c)
                 rows.append({"model": model.name, "shape": model.shape, "server": who, "protocol": name,
-                             "concurrency": c, "rate": statistics.median(rates), "rates": rates,
-                             "p50": float(np.percentile(lats[(who, name, c)], 50)),
-                             "p99": float(np.percentile(lats[(who, name, c)], 99)),
-                             "server_ms": statistics.median(x[0] for x in cpu[(who, name, c)]),
-                             "client_ms": statistics.median(x[1] for x in cpu[(who, name, c)])})
+                             "clients": clients, "concurrency": c, "rate": statistics.median(rates), "rates": rates,
+                             "p50": float(np.percentile(lats[key], 50)), "p99": float(np.percentile(lats[key], 99)),
+                             "server_ms": statistics.median(x[0] for x in cpu[key]),
+                             "client_ms": statistics.median(x[1] for x in cpu[key])})
             for p in protocols:
                 await p.close()
             if pytriton is not None:
@@ -311,7 +422,7 @@ def render(rows, env, args, others_cores) -> list[str]:
                                                   if others_cores > 0.25 else ""))
     lines += [
         f"- One server, `--batching off`; batch-1 fp32 requests, binary tensors (HTTP binary extension, gRPC raw "
-        f"contents); Triton's asyncio clients; {args.rounds} interleaved rounds of {args.duration:g} s per cell, "
+        f"contents); Triton's asyncio and blocking clients; {args.rounds} interleaved rounds of {args.duration:g} s per cell, "
         "median reported.",
         "- Client process: glibc keeps freed buffers (mmap threshold 32 MiB, as `deploykit serve` sets it): "
         + ("applied" if env.get("client_malloc") else "NOT applied (not glibc, or MALLOC_* set)") + ".",
@@ -320,23 +431,29 @@ def render(rows, env, args, others_cores) -> list[str]:
         "server's is the attributable cost of a protocol; the client's shares the same 2 cores, so it caps "
         "req/s as well.",
         "",
-        "| model | input | concurrency | HTTP req/s | gRPC req/s | gRPC / HTTP | server CPU ms/req HTTP / gRPC | "
-        "client CPU ms/req HTTP / gRPC | HTTP p50/p99 ms | gRPC p50/p99 ms |",
-        "| :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "Three pairings, each against HTTP with the same client family: Triton's asyncio clients with unary gRPC "
+        "calls; the same with ModelStreamInfer, one stream per closed loop (perf_analyzer's `--streaming`); and "
+        "Triton's blocking clients, one per thread.",
+        "",
+        "| model | input | concurrency | clients | gRPC mode | HTTP req/s | gRPC req/s | gRPC / HTTP | "
+        "server CPU ms/req HTTP / gRPC | client CPU ms/req HTTP / gRPC | HTTP p50/p99 ms | gRPC p50/p99 ms |",
+        "| :--- | :--- | ---: | :--- | :--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     verdicts = []
+    pairings = [("asyncio", "grpc", "unary"), ("asyncio", "grpc-stream", "streaming"), ("threads", "grpc", "unary")]
     for name in dict.fromkeys(r["model"] for r in rows):
         for c in args.concurrency:
-            h = _row(rows, name, "deploykit", "http", c)
-            g = _row(rows, name, "deploykit", "grpc", c)
-            ratio = g["rate"] / h["rate"]
-            lines.append(f"| {name} | {'x'.join(map(str, h['shape']))} | {c} | {h['rate']:.0f} | {g['rate']:.0f} | "
-                         f"{ratio:.2f}x | {h['server_ms']:.2f} / {g['server_ms']:.2f} | "
-                         f"{h['client_ms']:.2f} / {g['client_ms']:.2f} | "
-                         f"{h['p50']:.2f} / {h['p99']:.2f} | {g['p50']:.2f} / {g['p99']:.2f} |")
-            if c == 8:
-                verdicts.append(f"- {name}: gRPC at concurrency 8 = {ratio:.2f}x HTTP (target >= 1x): "
-                                f"**{'met' if ratio >= 1 else 'MISSED'}**")
+            for clients, grpc_name, mode in pairings:
+                h = _row(rows, name, "deploykit", "http", c, clients)
+                g = _row(rows, name, "deploykit", grpc_name, c, clients)
+                ratio = g["rate"] / h["rate"]
+                lines.append(f"| {name} | {'x'.join(map(str, h['shape']))} | {c} | {clients} | {mode} | "
+                             f"{h['rate']:.0f} | {g['rate']:.0f} | {ratio:.2f}x | "
+                             f"{h['server_ms']:.2f} / {g['server_ms']:.2f} | {h['client_ms']:.2f} / {g['client_ms']:.2f} | "
+                             f"{h['p50']:.2f} / {h['p99']:.2f} | {g['p50']:.2f} / {g['p99']:.2f} |")
+                if c == 8:
+                    verdicts.append(f"- {name}, {clients} clients, gRPC {mode}: {ratio:.2f}x HTTP at concurrency 8 "
+                                    f"(target >= 1x): **{'met' if ratio >= 1 else 'MISSED'}**")
     lines += ["", "## Target", "", *verdicts, ""]
     if not any(r["server"] == "pytriton" for r in rows):
         return lines + [f"PyTriton was not compared: {args.pytriton_skipped}.", ""]
@@ -362,9 +479,9 @@ def render(rows, env, args, others_cores) -> list[str]:
     return lines + [""]
 
 
-def _row(rows, model: str, server: str, protocol: str, c: int) -> dict:
+def _row(rows, model: str, server: str, protocol: str, c: int, clients: str = "asyncio") -> dict:
     return next(r for r in rows if r["model"] == model and r["server"] == server and r["protocol"] == protocol
-                and r["concurrency"] == c)
+                and r["concurrency"] == c and r["clients"] == clients)
 
 
 def main(argv=None) -> int:

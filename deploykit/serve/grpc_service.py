@@ -163,6 +163,7 @@ def decode_request(request, raw=None) -> InferRequest:
 
 
 RAW_OUTPUT_FIELD = 6   # ModelInferResponse.raw_output_contents in grpc_service.proto
+STREAM_RESPONSE_FIELD = 2   # ModelStreamInferResponse.infer_response
 
 
 class RawResponse:
@@ -179,17 +180,33 @@ class RawResponse:
         self.arrays = arrays
 
     def to_message(self):
-        """The complete protobuf message (the streaming RPC nests it in its own message)."""
+        """The complete protobuf message (what `serialize` writes, as an object)."""
         full = type(self.message)()
         full.CopyFrom(self.message)
         full.raw_output_contents.extend(a.tobytes() for a in self.arrays)
         return full
 
-    def serialize(self) -> bytes:
+    def _parts(self) -> list:
         parts = [self.message.SerializeToString()]
         for array in self.arrays:
             parts += [_varint(RAW_OUTPUT_FIELD << 3 | 2), _varint(array.nbytes), memoryview(array).cast("B")]
-        return b"".join(parts)
+        return parts
+
+    def serialize(self) -> bytes:
+        return b"".join(self._parts())
+
+    def serialize_streamed(self) -> bytes:
+        """The ModelStreamInferResponse that carries this response (field 2), with one copy of each tensor."""
+        parts = self._parts()
+        size = sum(len(p) for p in parts)
+        return b"".join([_varint(STREAM_RESPONSE_FIELD << 3 | 2), _varint(size), *parts])
+
+
+def serialize_stream_response(response) -> bytes:
+    """ModelStreamInfer's serializer: a RawResponse (an answer) or a ModelStreamInferResponse (an error)."""
+    if isinstance(response, RawResponse):
+        return response.serialize_streamed()
+    return response.SerializeToString()
 
 
 def _varint(value: int) -> bytes:
@@ -297,7 +314,7 @@ def make_servicer(repository, state: dict):
             async def one(call):
                 request = call.message
                 try:
-                    answer = pb.ModelStreamInferResponse(infer_response=(await self._infer(call)).to_message())
+                    answer = await self._infer(call)   # a RawResponse, written by serialize_stream_response
                 except Exception as exc:  # noqa: BLE001 - every request on the stream gets an answer
                     message = exc.message if isinstance(exc, ProtocolError) else \
                         f"internal error: {type(exc).__name__}: {str(exc)[:300]}"
@@ -350,9 +367,9 @@ UNARY = {  # method -> (request, response) message names in grpc_service.proto
 
 
 def _handlers(servicer):
-    """The service's method handlers, as service_pb2_grpc registers them, except that ModelInfer's
-    request is read by parse_infer_call and its response written by RawResponse (one copy of each tensor
-    each way, as on the HTTP path). Methods left out (shared
+    """The service's method handlers, as service_pb2_grpc registers them, except that the inference
+    requests (unary and streamed) are read by parse_infer_call and their responses written from
+    RawResponse (one copy of each tensor each way, as on the HTTP path). Methods left out (shared
     memory, load/unload, trace, log settings) answer UNIMPLEMENTED."""
     import grpc
 
@@ -365,7 +382,7 @@ def _handlers(servicer):
         servicer.ModelInfer, request_deserializer=parse_infer_call, response_serializer=RawResponse.serialize)
     handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
         servicer.ModelStreamInfer, request_deserializer=parse_infer_call,
-        response_serializer=pb.ModelStreamInferResponse.SerializeToString)
+        response_serializer=serialize_stream_response)
     return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", handlers)
 
 

@@ -182,7 +182,8 @@ def test_wire_level_request_and_response_codecs_agree_with_protobuf():
     read and write the same messages."""
     from tritonclient.grpc import service_pb2
 
-    from deploykit.serve.grpc_service import RawResponse, encode_response, parse_infer_call
+    from deploykit.serve.grpc_service import (RawResponse, encode_response, parse_infer_call,
+                                              serialize_stream_response)
 
     x = make_input((2, 3, 5), seed=3)
     request = service_pb2.ModelInferRequest(model_name="se", model_version="1", id="a" * 300)
@@ -210,3 +211,7 @@ def test_wire_level_request_and_response_codecs_agree_with_protobuf():
     np.testing.assert_array_equal(np.frombuffer(parsed.raw_output_contents[0], "<f4").reshape(x.shape), x)
     np.testing.assert_array_equal(np.frombuffer(parsed.raw_output_contents[1], "?").reshape(x.shape), x > 0)
     assert parsed.raw_output_contents[2] == x.astype(np.float16).tobytes()
+    streamed = service_pb2.ModelStreamInferResponse.FromString(serialize_stream_response(raw))
+    assert streamed.infer_response == parsed and not streamed.error_message
+    error = service_pb2.ModelStreamInferResponse(error_message="bad")
+    assert serialize_stream_response(error) == error.SerializeToString()
