@@ -10,8 +10,9 @@ send again) in this process, on the same cores as the server, in two families:
 - threads: the blocking `tritonclient.http` and `tritonclient.grpc` clients, one per thread, `c` threads.
 
 Each gRPC pairing is compared with HTTP in the same client family. Every (protocol, clients,
-concurrency) window is interleaved with the others in rounds and the median round is reported; before timing, each protocol's answer is checked bit for bit against a local ONNX
-Runtime session. The server runs with `--batching off` so the comparison is of the protocols alone.
+concurrency) window is interleaved with the others in rounds and the median round is reported; before
+timing, each protocol's answer is checked bit for bit against a local ONNX Runtime session. The server
+runs with `--batching off` so the comparison is of the protocols alone.
 
 The client process keeps freed buffers in glibc's heap as `deploykit serve` does
 (`deploykit.serve.server.keep_freed_buffers`): otherwise every 800 KB message the gRPC client builds or
@@ -231,15 +232,14 @@ class Protocol:
 
         base = "tritonclient.http" if self.name == "http" else "tritonclient.grpc"
         module = importlib.import_module(base + (".aio" if flavour == "aio" else ""))
-        if self.name == "http":
-            client = module.InferenceServerClient(self.address, **({"conn_limit": 64} if flavour == "aio" else {}))
-        else:
-            client = module.InferenceServerClient(self.address)
         tensor = module.InferInput("input", list(self.model.shape), "FP32")
         if self.name == "http":
+            limits = {"conn_limit": 64} if flavour == "aio" else {}
+            client = module.InferenceServerClient(self.address, **limits)
             tensor.set_data_from_numpy(self.model.x, binary_data=True)
             outputs = [module.InferRequestedOutput("output", binary_data=True)]
         else:
+            client = module.InferenceServerClient(self.address)
             tensor.set_data_from_numpy(self.model.x)
             outputs = [module.InferRequestedOutput("output")]
         return client, [tensor], outputs
@@ -291,10 +291,8 @@ class Protocol:
                 client.infer(self.model.name, inputs, outputs=outputs)
                 gate.wait()
                 gate.wait()   # the window's stop time is set between the two
-                mine = []
                 closed_loop(lambda: client.infer(self.model.name, inputs, outputs=outputs).as_numpy("output"),
-                            window["stop"], mine)
-                latencies.extend(mine)
+                            window["stop"], latencies)   # list.append is atomic: the threads share it
             except BaseException as exc:  # noqa: BLE001 - re-raised in the measuring thread
                 errors.append(exc)
                 gate.abort()
@@ -386,8 +384,8 @@ async def run(args, models, repo: Path) -> tuple[list[dict], float]:
                         lats[key] += lat
                         cpu[key].append(((s1 - s0) * 1e3 / max(1, len(lat)), (c1 - c0) * 1e3 / max(1, len(lat))))
                         print(f"{model.name} round {round_ + 1} c={c} {p.label}: {rate:.0f} req/s", flush=True)
-            for (who, name, clients, c), rates in cells.items():
-                key = (who, name, clients, c)
+            for key, rates in cells.items():
+                who, name, clients, c = key
                 rows.append({"model": model.name, "shape": model.shape, "server": who, "protocol": name,
                              "clients": clients, "concurrency": c, "rate": statistics.median(rates), "rates": rates,
                              "p50": float(np.percentile(lats[key], 50)), "p99": float(np.percentile(lats[key], 99)),
@@ -422,8 +420,8 @@ def render(rows, env, args, others_cores) -> list[str]:
                                                   if others_cores > 0.25 else ""))
     lines += [
         f"- One server, `--batching off`; batch-1 fp32 requests, binary tensors (HTTP binary extension, gRPC raw "
-        f"contents); Triton's asyncio and blocking clients; {args.rounds} interleaved rounds of {args.duration:g} s per cell, "
-        "median reported.",
+        f"contents); Triton's asyncio and blocking clients; {args.rounds} interleaved rounds of {args.duration:g} s "
+        "per cell, median reported.",
         "- Client process: glibc keeps freed buffers (mmap threshold 32 MiB, as `deploykit serve` sets it): "
         + ("applied" if env.get("client_malloc") else "NOT applied (not glibc, or MALLOC_* set)") + ".",
         "- CPU ms/request: utime + stime over each window divided by the requests it answered, of the server "
@@ -449,7 +447,8 @@ def render(rows, env, args, others_cores) -> list[str]:
                 ratio = g["rate"] / h["rate"]
                 lines.append(f"| {name} | {'x'.join(map(str, h['shape']))} | {c} | {clients} | {mode} | "
                              f"{h['rate']:.0f} | {g['rate']:.0f} | {ratio:.2f}x | "
-                             f"{h['server_ms']:.2f} / {g['server_ms']:.2f} | {h['client_ms']:.2f} / {g['client_ms']:.2f} | "
+                             f"{h['server_ms']:.2f} / {g['server_ms']:.2f} | "
+                             f"{h['client_ms']:.2f} / {g['client_ms']:.2f} | "
                              f"{h['p50']:.2f} / {h['p99']:.2f} | {g['p50']:.2f} / {g['p99']:.2f} |")
                 if c == 8:
                     verdicts.append(f"- {name}, {clients} clients, gRPC {mode}: {ratio:.2f}x HTTP at concurrency 8 "

@@ -179,13 +179,6 @@ class RawResponse:
         self.message = message
         self.arrays = arrays
 
-    def to_message(self):
-        """The complete protobuf message (what `serialize` writes, as an object)."""
-        full = type(self.message)()
-        full.CopyFrom(self.message)
-        full.raw_output_contents.extend(a.tobytes() for a in self.arrays)
-        return full
-
     def _parts(self) -> list:
         parts = [self.message.SerializeToString()]
         for array in self.arrays:
